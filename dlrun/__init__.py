@@ -1,0 +1,23 @@
+"""dlrun: deep-learning experiments on tables, from a YAML config to a run directory.
+
+The library twins of the CLI commands load lazily, so `import dlrun` (and `dlrun --help`) stays free of torch.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_config": "dlrun.config",
+    "train": "dlrun.runner",
+    "evaluate": "dlrun.inference",
+    "predict": "dlrun.inference",
+    "DlrunError": "dlrun.errors",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dlrun' has no attribute {name!r}")

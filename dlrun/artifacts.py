@@ -1,0 +1,149 @@
+"""The run directory: its layout, run.json, checkpoints, and reopening a finished run."""
+
+from __future__ import annotations
+
+import io
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import yaml
+
+from dlrun.config import Config, validate_config
+from dlrun.device import resolve_device
+from dlrun.errors import RunError
+from dlrun.io import read_json, write_atomic, write_json, write_text
+from dlrun.model import MLP, build_model
+from dlrun.preprocess import Preprocessor
+
+if TYPE_CHECKING:
+    from dlrun.trainer import TrainState
+
+CHECKPOINT_VERSION = 1
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """runs/<YYYYmmdd-HHMMSS>-<name>[-N]: mkdir is atomic, so two runs in one second get distinct names."""
+    runs_dir = Path(runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+    for attempt in range(1, 10_000):
+        run_dir = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / "checkpoints").mkdir()
+        return run_dir
+    raise RunError(f"could not create a new run directory under {runs_dir}")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the git commit of the working directory, for reproducing a run."""
+    import numpy
+    import pandas
+    import sklearn
+    import torchmetrics
+
+    from dlrun import __version__
+
+    versions = {
+        "python": platform.python_version(), "dlrun": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+        "pandas": pandas.__version__, "scikit-learn": sklearn.__version__, "torchmetrics": torchmetrics.__version__,
+    }
+    return {"versions": versions, "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool) -> None:
+    """An explicit dict of state_dicts and plain values, loadable with weights_only=True."""
+    checkpoint = {
+        "version": CHECKPOINT_VERSION,
+        "epoch": state.epoch,
+        "monitor": state.monitor,
+        "best_value": state.best_value,
+        "best_epoch": state.best_epoch,
+        "model": state.model.state_dict(),
+    }
+    if include_optimizer:
+        checkpoint["optimizer"] = state.optimizer.state_dict()
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb")
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    if not Path(path).is_file():
+        raise RunError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file; all mean the same to a user
+        raise RunError(f"checkpoint {path} is corrupted or not a dlrun checkpoint ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION or "model" not in checkpoint:
+        raise RunError(f"checkpoint {path} is not a dlrun checkpoint of version {CHECKPOINT_VERSION}")
+    return checkpoint
+
+
+@dataclass(frozen=True)
+class FittedRun:
+    """A finished run reopened for scoring or serving: its config, preprocessing and best model."""
+
+    run_dir: Path
+    cfg: Config
+    prep: Preprocessor
+    model: MLP
+    device: torch.device
+
+
+def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
+    """Load config.yaml, preprocess.json and checkpoints/best.pt; raises RunError naming what is wrong."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory not found: {run_dir}")
+    for required in ("config.yaml", "preprocess.json", "checkpoints/best.pt"):
+        if not (run_dir / required).is_file():
+            raise RunError(f"{run_dir} is not a finished dlrun run: {required} is missing")
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        prep_state = read_json(run_dir / "preprocess.json")
+    except (yaml.YAMLError, ValueError) as exc:
+        raise RunError(f"{run_dir} has a damaged config.yaml or preprocess.json ({exc})") from None
+    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / "config.yaml"))
+    prep = Preprocessor.from_dict(prep_state)
+    target_device = resolve_device(device or "cpu")
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt", target_device)
+    model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run_dir}/checkpoints/best.pt does not match the run's model ({str(exc).splitlines()[0]})") from None
+    model.to(target_device).eval()
+    return FittedRun(run_dir, cfg, prep, model, target_device)
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / "run.json", info)
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    write_text(Path(run_dir) / "config.yaml", cfg.to_yaml())

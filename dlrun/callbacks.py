@@ -1,0 +1,74 @@
+"""Extensions of the training loop: early stopping, per-epoch files and progress display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from dlrun.artifacts import save_checkpoint
+from dlrun.io import write_csv
+from dlrun.trainer import Callback, TrainState
+
+
+class EarlyStopping(Callback):
+    """Stop once the monitored metric has not improved for `patience` epochs."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        if state.epoch - state.best_epoch >= self.patience:
+            state.stop = True
+            state.stop_reason = (
+                f"early stopping: {state.monitor} has not improved for {self.patience} epochs (best epoch {state.best_epoch})"
+            )
+
+
+class MetricsLog(Callback):
+    """Rewrite metrics.csv (one row per epoch) after every epoch, so an interrupted run keeps its history."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        write_csv(self.path, pd.DataFrame(state.history))
+
+
+class Checkpoints(Callback):
+    """checkpoints/last.pt every epoch (with optimizer state, for resuming) and best.pt when the monitor improves."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        save_checkpoint(self.directory / "last.pt", state, include_optimizer=True)
+        if state.improved:
+            save_checkpoint(self.directory / "best.pt", state, include_optimizer=False)
+
+
+class RichProgress(Callback):
+    """A live progress bar on stderr with the latest losses and the monitored metric."""
+
+    def __init__(self, total_epochs: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total_epochs, status="")
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.progress.start()
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        status = f"train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}"
+        if state.monitor not in ("val_loss", "train_loss"):
+            status += f"  {state.monitor} {row[state.monitor]:.4f}"
+        self.progress.update(self.task, completed=state.epoch, status=status)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.progress.update(self.task, total=state.epoch)
+        self.progress.stop()

@@ -1,0 +1,141 @@
+"""The command line: parse options, call one library function, render the result.
+
+Heavy libraries (torch, pandas, scikit-learn) are imported inside the commands so `dlrun --help` stays instant.
+Every DlrunError becomes `Error: ...` on stderr and exit status 2, here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dlrun import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Deep-learning experiments on tables: YAML config in, run directory out.")
+stderr = Console(stderr=True)
+Result = TypeVar("Result")
+
+
+def guarded(call: Callable[[], Result]) -> Result:
+    """Run a library call; a user's mistake becomes one line on stderr and exit 2, Ctrl-C exit 130."""
+    from dlrun.errors import DlrunError
+
+    try:
+        return call()
+    except DlrunError as exc:
+        stderr.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.")
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dlrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Deep-learning experiments on tables: YAML config in, run directory out."""
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
+) -> None:
+    """Train a model; prints the run directory as the last line of stdout."""
+    from dlrun.callbacks import RichProgress
+    from dlrun.config import load_config
+    from dlrun.runner import train as train_run
+
+    def run():
+        cfg = load_config(config, set_, device)
+        return train_run(cfg, runs_dir, callbacks=[RichProgress(cfg.train.epochs)])
+
+    result = guarded(run)
+    stderr.print(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}")
+    for table in _metrics_tables(result.metrics):
+        stderr.print(table)
+    typer.echo(str(result.run_dir))
+
+
+@app.command("eval")
+def eval_(
+    run: Path = typer.Argument(..., help="A run directory, e.g. runs/20260101-120000-salary."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Score a labelled CSV instead of the run's own split."),
+    split: str = typer.Option("test", "--split", help="train | val | test (ignored with --data)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: in the run)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device to score on (default: cpu)."),
+) -> None:
+    """Score the run's best checkpoint and write eval.json."""
+    from dlrun.inference import evaluate
+
+    result = guarded(lambda: evaluate(run, data, split, output, device))
+    stderr.print(f"{result.n_rows} rows from the {result.source}")
+    for table in _metrics_tables({result.source: result.metrics}):
+        stderr.print(table)
+    typer.echo(str(result.output))
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A run directory."),
+    input_csv: Path = typer.Argument(..., help="CSV with the feature columns (any order; extra columns are kept)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Output CSV (default: <input>_predictions.csv)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device to predict on (default: cpu)."),
+) -> None:
+    """Predict new rows in real units and class names; prints the output path."""
+    from dlrun.inference import predict as predict_rows
+
+    typer.echo(str(guarded(lambda: predict_rows(run, input_csv, output, device))))
+
+
+@app.command()
+def config() -> None:
+    """Print every config key with its default and meaning."""
+    from dlrun.config import describe_schema
+
+    table = Table("key", "default", "meaning", title="dlrun config reference")
+    for key, default, description in describe_schema():
+        table.add_row(key, default, description)
+    Console().print(table)
+
+
+def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]]) -> list[Table]:
+    """One table per target: a row per metric, a column per split."""
+    tables = []
+    targets = list(dict.fromkeys(t for per_target in metrics.values() for t in per_target))
+    for target in targets:
+        table = Table("metric", *metrics, title=f"target: {target}")
+        names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
+        for name in names:
+            table.add_row(name, *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+        tables.append(table)
+    return tables
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4f}"
+
+
+def main() -> None:
+    app(prog_name="dlrun")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The config tree: one pydantic model per concern, validated once when it loads, read-only after.
+
+Field descriptions are the reference documentation: `dlrun config` prints them with their defaults.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dlrun.errors import ConfigError
+
+BUILTIN_DATASETS = ("animals", "salary", "synthetic")
+Task = Literal["classification", "regression"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.7, gt=0, lt=1, description="Fraction of rows used to fit the model.")
+    val: float = Field(0.15, gt=0, lt=1, description="Fraction used for early stopping and model choice.")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction held out for the final score.")
+    column: Optional[str] = Field(
+        None, description="Instead of fractions: a column whose values are train / val / test per row."
+    )
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if self.column is None and abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions train + val + test must sum to 1, got {total:g}")
+        return self
+
+
+class SyntheticConfig(_Section):
+    n_samples: int = Field(1000, ge=20, le=10_000_000, description="Rows generated for `dataset: synthetic`.")
+    n_features: int = Field(8, ge=2, le=1000, description="Numeric features generated (x0, x1, ...).")
+    noise: float = Field(0.1, ge=0, le=10, description="Noise level of the label rule and the salary target.")
+
+
+class DataConfig(_Section):
+    dataset: Optional[Literal["animals", "salary", "synthetic"]] = Field(
+        None, description="A built-in data set; give this or `path`."
+    )
+    path: Optional[str] = Field(None, description="A CSV file with a header row; relative to the working directory.")
+    target: Union[str, list[str], None] = Field(
+        None, description="Target column, or a list of columns for multi-task (default: the data set's own)."
+    )
+    task: Union[Task, dict[str, Task], None] = Field(
+        None,
+        description="classification | regression, or a mapping per target; inferred from the target when omitted.",
+    )
+    features: Optional[list[str]] = Field(None, description="Columns to use as features (default: all but targets and `drop`).")
+    drop: list[str] = Field(default_factory=list, description="Columns never used as features (ids, names, leaks).")
+    split: SplitConfig = Field(default_factory=SplitConfig, description="How rows are divided (stratified for classification).")
+    batch_size: int = Field(64, ge=1, le=1_000_000, description="Rows per optimisation step.")
+    shuffle: bool = Field(True, description="Reshuffle training rows every epoch.")
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="Generator settings for `dataset: synthetic`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV file)")
+        if self.dataset is None and self.target is None:
+            raise ValueError("data.target is required with data.path: name the column to predict")
+        return self
+
+    @field_validator("target")
+    @classmethod
+    def _targets_unique(cls, value):
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("target list must be non-empty and name each column once")
+        return value
+
+
+class PreprocessConfig(_Section):
+    numeric_impute: Literal["median", "mean"] = Field("median", description="Fill for missing numeric values, fitted on train.")
+    categorical_impute: Literal["missing", "most_frequent"] = Field(
+        "missing", description="Missing categories become their own `missing` category, or the most frequent one."
+    )
+    scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric feature scaling, fitted on train.")
+    max_categories: int = Field(
+        50, ge=1, le=10_000, description="One-hot columns kept per categorical feature (most frequent); rarer values encode as unseen."
+    )
+
+
+Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu"]
+Init = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+
+
+class ModelConfig(_Section):
+    hidden: list[int] = Field([128, 64], description="Width of each hidden layer of the shared trunk.")
+    activation: Activation = Field("relu", description="relu | leaky_relu | sigmoid | tanh | gelu | elu.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer.")
+    init: Init = Field("default", description="Weight initialisation: default (PyTorch), xavier_*, kaiming_*.")
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, value: list[int]) -> list[int]:
+        if any(width < 1 for width in value):
+            raise ValueError(f"every hidden width must be >= 1, got {value}")
+        return value
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adamw", description="adam | adamw | sgd | rmsprop.")
+    lr: float = Field(0.001, gt=0, le=10, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for sgd and rmsprop (ignored by adam/adamw).")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(20, ge=1, description="Epochs without improvement of `metric` before training stops.")
+    metric: str = Field("val_loss", description="Column of metrics.csv to watch; the best epoch's weights are kept.")
+    mode: Literal["auto", "min", "max"] = Field("auto", description="auto: max for accuracy/f1/precision/recall/auroc/r2, else min.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(200, ge=1, le=100_000, description="Maximum number of passes over the training rows.")
+    early_stopping: Optional[EarlyStoppingConfig] = Field(
+        default_factory=EarlyStoppingConfig, description="Set to null to train all epochs (the last epoch is kept)."
+    )
+    loss_weight: dict[str, float] = Field(
+        default_factory=dict, description="Weight of each target's loss in the total (default 1.0 per target)."
+    )
+
+
+class Config(_Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name.")
+    seed: int = Field(0, ge=0, description="Seeds the split, the weights, shuffling and dropout.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The MLP: a shared trunk and one head per target.")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="How weights are updated.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping and loss weights.")
+
+    @field_validator("device")
+    @classmethod
+    def _device_spelling(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _loss_weights_name_targets(self) -> "Config":
+        targets = self.data.target if isinstance(self.data.target, list) else [self.data.target]
+        unknown = sorted(set(self.train.loss_weight) - set(targets)) if self.data.target else []
+        if unknown:
+            raise ValueError(f"train.loss_weight names {unknown}, which are not targets; targets are {targets}")
+        if isinstance(self.data.task, dict) and self.data.target is not None:
+            stray = sorted(set(self.data.task) - set(targets))
+            if stray:
+                raise ValueError(f"data.task names {stray}, which are not targets; targets are {targets}")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path, overrides: list[str] = (), device: str | None = None) -> Config:
+    """Read a YAML config, apply `key.path=value` overrides, and validate it; raises ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    if device is not None:
+        raw["device"] = device
+    return validate_config(raw, source=str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_describe_error(err) for err in exc.errors()]
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems)) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key_path, sep, value_text = override.partition("=")
+    if not sep or not key_path.strip():
+        raise ConfigError(f"--set expects key.path=value, got {override!r}")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    keys = key_path.strip().split(".")
+    node = raw
+    for depth, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            where = ".".join(keys[: depth + 1])
+            raise ConfigError(f"--set {override!r}: {where} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    loc = [part for part in err["loc"] if isinstance(part, str) and not _is_union_tag(part)]
+    where = ".".join(loc) or "config"
+    if err["type"] == "extra_forbidden":
+        hint = _nearest_key(loc)
+        return f"{where}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{where}: {message}{shown}"
+
+
+def _is_union_tag(part: str) -> bool:
+    # pydantic names union branches in error locations, e.g. 'list[str]' or "literal['a','b']".
+    return "[" in part or part in {"str", "int", "float", "bool"}
+
+
+def _nearest_key(loc: list[str]) -> str:
+    section: type[BaseModel] = Config
+    for key in loc[:-1]:
+        field = section.model_fields.get(key)
+        annotation = getattr(field, "annotation", None)
+        nested = _model_in(annotation)
+        if nested is None:
+            return ""
+        section = nested
+    allowed = list(section.model_fields)
+    close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.5)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{suggestion} Allowed keys: {', '.join(allowed)}"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key path, default, description) for every field, nested sections flattened."""
+    rows = []
+    for name, field in section.model_fields.items():
+        key = f"{prefix}{name}"
+        nested = _model_in(field.annotation)
+        if nested is not None:
+            rows.extend(describe_schema(nested, prefix=f"{key}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append((key, "required" if field.is_required() else repr(default), field.description or ""))
+    return rows

@@ -1,0 +1,205 @@
+"""Stage 1, config -> frame: load the rows, check them against the config, and split them.
+
+Everything a user's CSV can get wrong is caught here, with the column and value named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dlrun.config import DataConfig
+from dlrun.errors import DataError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+SPLITS = ("train", "val", "test")
+
+# Built-in data sets: the file they live in, their default target(s) and columns that are not features.
+BUILTINS = {
+    "animals": {"file": "animals.csv", "target": ["type"], "drop": ["name"]},
+    "salary": {"file": "salary.csv", "target": ["wages"], "drop": []},
+    "synthetic": {"file": None, "target": ["label", "salary"], "drop": []},
+}
+# An integer-valued numeric target with at most this many distinct values is read as class labels.
+MAX_INTEGER_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows ready for preprocessing: which columns play which role, and which split each row is in."""
+
+    frame: pd.DataFrame  # one row per example, index 0..n-1
+    features: list[str]
+    targets: list[str]
+    tasks: dict[str, str]  # target -> classification | regression
+    split: np.ndarray  # (n_rows,) of "train" | "val" | "test"
+    n_dropped_missing_target: int = 0
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame.loc[self.split == name]
+
+
+def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None) -> Dataset:
+    """Read the configured rows, resolve targets, features and tasks, and assign each row a split.
+
+    `tasks`, when given (a fitted run), replaces inference so eval sees exactly what training saw.
+    """
+    frame = read_frame(cfg, seed)
+    targets, drop = resolve_targets(cfg)
+    for column in targets:
+        _require_column(frame, column, "data.target")
+    features = resolve_features(cfg, frame, targets, drop)
+    if tasks is None:
+        tasks = {column: _task_for(cfg, frame[column], column) for column in targets}
+    for column in targets:
+        if tasks[column] == "regression":
+            _require_numeric_target(frame[column], column)
+
+    has_target = frame[targets].notna().all(axis=1)
+    n_dropped = int((~has_target).sum())
+    frame = frame.loc[has_target].reset_index(drop=True)
+    if len(frame) == 0:
+        raise DataError(f"no row has a value for target {', '.join(targets)}")
+    split = assign_split(frame, cfg, targets, tasks, seed)
+    return Dataset(frame, features, targets, tasks, split, n_dropped)
+
+
+def read_frame(cfg: DataConfig, seed: int) -> pd.DataFrame:
+    if cfg.dataset == "synthetic":
+        return make_synthetic(cfg.synthetic.n_samples, cfg.synthetic.n_features, cfg.synthetic.noise, seed)
+    path = DATA_DIR / BUILTINS[cfg.dataset]["file"] if cfg.dataset else Path(cfg.path)
+    return read_csv(path)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV with a header; any failure becomes a DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty: expected a header row and data rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable CSV: {str(exc).strip()}") from None
+    if len(frame) == 0:
+        raise DataError(f"{path} has a header but no data rows")
+    unnamed = [str(column) for column in frame.columns if str(column).startswith("Unnamed:")]
+    if len(unnamed) == len(frame.columns):
+        raise DataError(f"{path} has no column names in its first row")
+    frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def make_synthetic(n_samples: int, n_features: int, noise: float, seed: int) -> pd.DataFrame:
+    """Numeric features x0..x{k-1}; `label` = 1 where x0 + x1 (plus noise) > 0; a salary-like `salary` in dollars."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))  # (n_samples, n_features)
+    label = (X[:, 0] + X[:, 1] + noise * rng.standard_normal(n_samples) > 0).astype(int)
+    salary = (
+        52_000
+        + 11_000 * X[:, 0]
+        + 6_000 * np.tanh(X[:, 1] * X[:, 0])
+        + 4_000 * X[:, 1] ** 2
+        + 20_000 * noise * rng.standard_normal(n_samples)
+    )
+    frame = pd.DataFrame(X.round(4), columns=[f"x{i}" for i in range(n_features)])
+    frame["label"] = label
+    frame["salary"] = salary.round(2)
+    return frame
+
+
+def resolve_targets(cfg: DataConfig) -> tuple[list[str], list[str]]:
+    builtin = BUILTINS.get(cfg.dataset, {})
+    target = cfg.target if cfg.target is not None else builtin["target"]
+    targets = [target] if isinstance(target, str) else list(target)
+    return targets, list(cfg.drop) + builtin.get("drop", [])
+
+
+def resolve_features(cfg: DataConfig, frame: pd.DataFrame, targets: list[str], drop: list[str]) -> list[str]:
+    for column in drop:
+        _require_column(frame, column, "data.drop")
+    if cfg.features is not None:
+        for column in cfg.features:
+            _require_column(frame, column, "data.features")
+        overlap = sorted(set(cfg.features) & set(targets))
+        if overlap:
+            raise DataError(f"data.features includes target column(s) {overlap}; a target cannot be a feature")
+        features = list(cfg.features)
+    else:
+        excluded = set(targets) | set(drop) | ({cfg.split.column} if cfg.split.column else set())
+        features = [column for column in frame.columns if column not in excluded]
+    if not features:
+        raise DataError("no feature columns are left after removing targets and data.drop")
+    return features
+
+
+def infer_task(values: pd.Series) -> str:
+    """Text, booleans and integer codes with few distinct values are classes; other numbers are regression."""
+    present = values.dropna()
+    if not pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
+        return "classification"
+    integral = bool(np.all(np.mod(present.to_numpy(dtype=float), 1) == 0))
+    return "classification" if integral and present.nunique() <= MAX_INTEGER_CLASSES else "regression"
+
+
+def _task_for(cfg: DataConfig, values: pd.Series, column: str) -> str:
+    if isinstance(cfg.task, str):
+        return cfg.task
+    if isinstance(cfg.task, dict) and column in cfg.task:
+        return cfg.task[column]
+    return infer_task(values)
+
+
+def _require_numeric_target(values: pd.Series, column: str) -> None:
+    present = values.dropna()
+    numeric = pd.to_numeric(present, errors="coerce")
+    bad = present[numeric.isna()]
+    if len(bad):
+        raise DataError(
+            f"target {column!r} is set to regression but holds text, e.g. {bad.iloc[0]!r} in row {bad.index[0] + 1}; "
+            "use task: classification or clean the column"
+        )
+
+
+def _require_column(frame: pd.DataFrame, column: str, field: str) -> None:
+    if column not in frame.columns:
+        raise DataError(f"{field}: column {column!r} is not in the data; columns are: {', '.join(map(str, frame.columns))}")
+
+
+def assign_split(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], tasks: dict[str, str], seed: int) -> np.ndarray:
+    """Label each row train/val/test, from a split column or by seeded fractions, stratified on the first class target."""
+    if cfg.split.column is not None:
+        return _split_from_column(frame, cfg.split.column)
+    rng = np.random.default_rng(seed)
+    class_target = next((t for t in targets if tasks[t] == "classification"), None)
+    groups = frame[class_target].astype(str).to_numpy() if class_target else np.zeros(len(frame), dtype=int)
+    split = np.empty(len(frame), dtype=object)
+    fractions = (cfg.split.val, cfg.split.test)
+    for group in pd.unique(groups):
+        rows = rng.permutation(np.flatnonzero(groups == group))
+        n_val, n_test = (int(round(len(rows) * fraction)) for fraction in fractions)
+        if n_val + n_test >= len(rows):  # a tiny class keeps at least one training row
+            n_val, n_test = (len(rows) - 1) // 2, len(rows) - 1 - (len(rows) - 1) // 2
+        split[rows[:n_val]] = "val"
+        split[rows[n_val : n_val + n_test]] = "test"
+        split[rows[n_val + n_test :]] = "train"
+    for name in SPLITS:
+        if not np.any(split == name):
+            raise DataError(f"the {name} split is empty: {len(frame)} rows are too few for data.split {fractions}")
+    return split
+
+
+def _split_from_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    _require_column(frame, column, "data.split.column")
+    values = frame[column].astype(str).str.strip().str.lower().to_numpy()
+    bad = sorted(set(values) - set(SPLITS))
+    if bad:
+        raise DataError(f"data.split.column {column!r} holds {bad[:5]}; allowed values are train, val, test")
+    for name in SPLITS:
+        if not np.any(values == name):
+            raise DataError(f"data.split.column {column!r} has no {name!r} rows")
+    return values.astype(object)

@@ -1,0 +1,91 @@
+"""Scores from model outputs, with torchmetrics; regression errors in the target's original units."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torchmetrics import functional as M
+
+from dlrun.preprocess import Preprocessor
+
+CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc")
+REGRESSION_METRICS = ("mae", "rmse", "r2")
+# Metrics where larger is better; every other recorded metric (losses, errors) is minimised.
+MAXIMISED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc", "r2")
+
+
+def score(outputs: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], prep: Preprocessor) -> dict[str, dict[str, float]]:
+    """{target: {metric: value}} for one split. outputs are logits (B, C) or scaled values (B, 1)."""
+    scores = {}
+    for target, out in outputs.items():
+        y = truth[target]
+        if prep.targets_[target]["task"] == "classification":
+            scores[target] = _classification(out, y, len(prep.classes(target)))
+        else:
+            scores[target] = _regression(out, y, prep, target)
+    return scores
+
+
+def confusion(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(n_classes, n_classes) counts, rows = true class, columns = predicted class."""
+    return M.confusion_matrix(logits.argmax(dim=1), y, task="multiclass", num_classes=n_classes)
+
+
+def _classification(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+    pred = logits.argmax(dim=1)
+    common = dict(task="multiclass", num_classes=n_classes)
+    values = {
+        "accuracy": M.accuracy(pred, y, average="micro", **common),
+        "precision_macro": M.precision(pred, y, average="macro", **common),
+        "recall_macro": M.recall(pred, y, average="macro", **common),
+        "f1_macro": M.f1_score(pred, y, average="macro", **common),
+        "auroc": _auroc(logits, y, n_classes),
+    }
+    return {name: float(value) for name, value in values.items()}
+
+
+def _auroc(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Macro one-vs-rest AUROC over the classes present in `y` (a class with no rows has no defined AUROC)."""
+    present = torch.bincount(y, minlength=n_classes) > 0
+    if int(present.sum()) < 2:
+        return torch.tensor(float("nan"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchmetrics warns about the absent classes we then leave out
+        per_class = M.auroc(logits.float().softmax(dim=1), y, average="none", **dict(task="multiclass", num_classes=n_classes))
+    return per_class[present].mean()
+
+
+def _regression(out: torch.Tensor, y: torch.Tensor, prep: Preprocessor, target: str) -> dict[str, float]:
+    state = prep.targets_[target]
+    pred = out.squeeze(1).double() * state["std"] + state["mean"]  # original units, e.g. dollars
+    true = y.double() * state["std"] + state["mean"]
+    values = {
+        "mae": M.mean_absolute_error(pred, true),
+        "rmse": M.mean_squared_error(pred, true).sqrt(),
+        "r2": M.r2_score(pred, true) if len(true) > 1 else torch.tensor(float("nan")),
+    }
+    return {name: float(value) for name, value in values.items()}
+
+
+def flatten(scores: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
+    """{target: {metric: v}} -> {prefix_metric: v} for one target, {prefix_target_metric: v} for several."""
+    single = len(scores) == 1
+    return {
+        f"{prefix}_{metric}" if single else f"{prefix}_{target}_{metric}": value
+        for target, metrics in scores.items()
+        for metric, value in metrics.items()
+    }
+
+
+def epoch_columns(tasks: dict[str, str]) -> list[str]:
+    """The metric columns `fit` records each epoch, for checking a monitored metric before training."""
+    per_target = {
+        target: dict.fromkeys(CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS, 0.0)
+        for target, task in tasks.items()
+    }
+    return ["train_loss", "val_loss", *flatten(per_target, "val")]
+
+
+def is_maximised(metric: str) -> bool:
+    return metric.endswith(MAXIMISED)

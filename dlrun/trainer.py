@@ -1,0 +1,157 @@
+"""Stage 4: the training loop, readable top to bottom. Everything optional is a callback (see callbacks.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlrun.config import Config, OptimizerConfig
+from dlrun.metrics import flatten, is_maximised, score
+from dlrun.preprocess import Preprocessor
+
+# Rows per forward pass when scoring a whole split; bounds memory on large tables.
+EVAL_CHUNK_ROWS = 65_536
+
+
+@dataclass
+class Split:
+    """One split's rows as tensors on the training device."""
+
+    X: torch.Tensor  # (n_rows, n_features) float32
+    y: dict[str, torch.Tensor]  # target -> (n_rows,) int64 class index or float32 scaled value
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+
+@dataclass
+class TrainState:
+    """What callbacks may read (and `stop` they may set) at each hook."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    monitor: str
+    maximise: bool
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    improved: bool = False
+    stop: bool = False
+    stop_reason: str = ""
+
+
+class Callback:
+    """Hooks into `fit`; each does nothing unless overridden."""
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+def make_optimizer(params, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    # The fused kernels update every parameter in one call instead of one small op per tensor.
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def compute_loss(outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor], prep: Preprocessor, weights: dict[str, float]) -> torch.Tensor:
+    """Weighted sum over targets of cross-entropy (on logits) or MSE (on scaled values)."""
+    total = 0.0
+    for target, out in outputs.items():
+        if prep.targets_[target]["task"] == "classification":
+            loss = F.cross_entropy(out, y[target])
+        else:
+            loss = F.mse_loss(out.squeeze(1), y[target])
+        total = total + weights.get(target, 1.0) * loss
+    return total
+
+
+@torch.inference_mode()
+def forward_split(model: nn.Module, X: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Model outputs for every row, in eval mode (dropout off), chunked to bound memory."""
+    was_training = model.training
+    model.eval()
+    chunks = [model(X[start : start + EVAL_CHUNK_ROWS]) for start in range(0, max(len(X), 1), EVAL_CHUNK_ROWS)]
+    model.train(was_training)
+    return {target: torch.cat([chunk[target] for chunk in chunks]) for target in chunks[0]}
+
+
+def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Config, device: torch.device,
+        callbacks: Sequence[Callback] = ()) -> TrainState:
+    """Train `model` in place; returns the final state with the best epoch's weights loaded."""
+    stopping = cfg.train.early_stopping
+    monitor = stopping.metric if stopping else "val_loss"
+    maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
+    optimizer = make_optimizer(model.parameters(), cfg.optimizer, device)
+    state = TrainState(model, optimizer, monitor, maximise)
+    shuffler = torch.Generator().manual_seed(cfg.seed)
+    batch_size, n_rows = cfg.data.batch_size, len(train)
+    weights = cfg.train.loss_weight
+
+    for callback in callbacks:
+        callback.on_train_begin(state)
+    for epoch in range(1, cfg.train.epochs + 1):
+        started = time.perf_counter()
+        state.epoch = epoch
+        model.train()
+        # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
+        order = torch.randperm(n_rows, generator=shuffler).to(device) if cfg.data.shuffle else None
+        X = train.X[order] if order is not None else train.X
+        y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
+        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per batch
+        for start in range(0, n_rows, batch_size):
+            outputs = model(X[start : start + batch_size])
+            loss = compute_loss(outputs, {t: v[start : start + batch_size] for t, v in y.items()}, prep, weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * min(batch_size, n_rows - start)
+
+        val_outputs = forward_split(model, val.X)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(loss_sum / n_rows),
+            "val_loss": float(compute_loss(val_outputs, val.y, prep, weights)),
+            **flatten(score(val_outputs, val.y, prep), "val"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        state.history.append(row)
+        _track_best(state, row, stopping.min_delta if stopping else 0.0)
+        for callback in callbacks:
+            callback.on_epoch_end(state, row)
+        if state.stop:
+            break
+
+    model.load_state_dict(state.best_state)
+    for callback in callbacks:
+        callback.on_train_end(state)
+    return state
+
+
+def _track_best(state: TrainState, row: dict[str, Any], min_delta: float) -> None:
+    value = row[state.monitor]
+    if state.best_value is None:
+        state.improved = True
+    elif state.maximise:
+        state.improved = value > state.best_value + min_delta
+    else:
+        state.improved = value < state.best_value - min_delta
+    if state.improved:
+        state.best_value, state.best_epoch = value, state.epoch
+        state.best_state = {name: tensor.detach().clone() for name, tensor in state.model.state_dict().items()}
