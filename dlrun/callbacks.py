@@ -48,7 +48,10 @@ class Checkpoints(Callback):
 
 
 class RichProgress(Callback):
-    """A live progress bar on stderr with the latest losses and the monitored metric."""
+    """A live progress bar on stderr with the latest losses and the monitored metric.
+
+    Use it as a context manager so the bar is closed even when training fails.
+    """
 
     def __init__(self, total_epochs: int):
         from rich.console import Console
@@ -60,8 +63,14 @@ class RichProgress(Callback):
         )
         self.task = self.progress.add_task("train", total=total_epochs, status="")
 
+    def __enter__(self) -> "RichProgress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
     def on_train_begin(self, state: TrainState) -> None:
-        self.progress.start()
+        self.progress.start()  # only now: a run that fails its checks shows no empty bar
 
     def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
         status = f"train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}"
@@ -71,4 +80,3 @@ class RichProgress(Callback):
 
     def on_train_end(self, state: TrainState) -> None:
         self.progress.update(self.task, total=state.epoch)
-        self.progress.stop()

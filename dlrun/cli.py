@@ -63,11 +63,12 @@ def train(
 
     def run():
         cfg = load_config(config, set_, device)
-        return train_run(cfg, runs_dir, callbacks=[RichProgress(cfg.train.epochs)])
+        with RichProgress(cfg.train.epochs) as progress:
+            return train_run(cfg, runs_dir, callbacks=[progress])
 
     result = guarded(run)
     stderr.print(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}")
-    for table in _metrics_tables(result.metrics):
+    for table in _metrics_tables(result.metrics, result.cfg.data.units):
         stderr.print(table)
     typer.echo(str(result.run_dir))
 
@@ -85,7 +86,7 @@ def eval_(
 
     result = guarded(lambda: evaluate(run, data, split, output, device))
     stderr.print(f"{result.n_rows} rows from the {result.source}")
-    for table in _metrics_tables({result.source: result.metrics}):
+    for table in _metrics_tables({result.source: result.metrics}, result.units):
         stderr.print(table)
     typer.echo(str(result.output))
 
@@ -104,25 +105,36 @@ def predict(
 
 
 @app.command()
-def config() -> None:
+def config(
+    markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (as in README.md)."),
+) -> None:
     """Print every config key with its default and meaning."""
     from dlrun.config import describe_schema
 
+    rows = describe_schema()
+    if markdown:
+        lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+        for key, default, description in rows:
+            pipe_safe = description.replace("|", r"\|")  # a bare | would end the Markdown cell
+            lines.append(f"| `{key}` | `{default}` | {pipe_safe} |")
+        typer.echo("\n".join(lines))
+        return
     table = Table("key", "default", "meaning", title="dlrun config reference")
-    for key, default, description in describe_schema():
-        table.add_row(key, default, description)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 
-def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]]) -> list[Table]:
-    """One table per target: a row per metric, a column per split."""
+def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict[str, str]) -> list[Table]:
+    """One table per target: a row per metric, a column per split; errors in the target's units."""
     tables = []
     targets = list(dict.fromkeys(t for per_target in metrics.values() for t in per_target))
     for target in targets:
         table = Table("metric", *metrics, title=f"target: {target}")
         names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
         for name in names:
-            table.add_row(name, *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+            label = f"{name} ({units[target]})" if name in ("mae", "rmse") and target in units else name
+            table.add_row(label, *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
         tables.append(table)
     return tables
 

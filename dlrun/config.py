@@ -56,6 +56,9 @@ class DataConfig(_Section):
         None,
         description="classification | regression, or a mapping per target; inferred from the target when omitted.",
     )
+    units: dict[str, str] = Field(
+        default_factory=dict, description="Unit of each regression target, shown beside its errors (e.g. {wages: dollars/hour})."
+    )
     features: Optional[list[str]] = Field(None, description="Columns to use as features (default: all but targets and `drop`).")
     drop: list[str] = Field(default_factory=list, description="Columns never used as features (ids, names, leaks).")
     split: SplitConfig = Field(default_factory=SplitConfig, description="How rows are divided (stratified for classification).")

@@ -20,8 +20,8 @@ SPLITS = ("train", "val", "test")
 # Built-in data sets: the file they live in, their default target(s) and columns that are not features.
 BUILTINS = {
     "animals": {"file": "animals.csv", "target": ["type"], "drop": ["name"]},
-    "salary": {"file": "salary.csv", "target": ["wages"], "drop": []},
-    "synthetic": {"file": None, "target": ["label", "salary"], "drop": []},
+    "salary": {"file": "salary.csv", "target": ["wages"], "drop": [], "units": {"wages": "dollars/hour"}},
+    "synthetic": {"file": None, "target": ["label", "salary"], "drop": [], "units": {"salary": "dollars/year"}},
 }
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
@@ -117,6 +117,11 @@ def resolve_targets(cfg: DataConfig) -> tuple[list[str], list[str]]:
     target = cfg.target if cfg.target is not None else builtin["target"]
     targets = [target] if isinstance(target, str) else list(target)
     return targets, list(cfg.drop) + builtin.get("drop", [])
+
+
+def resolve_units(cfg: DataConfig) -> dict[str, str]:
+    """Units of regression targets: the built-in data set's, overridden by the config's."""
+    return {**BUILTINS.get(cfg.dataset, {}).get("units", {}), **cfg.units}
 
 
 def resolve_features(cfg: DataConfig, frame: pd.DataFrame, targets: list[str], drop: list[str]) -> list[str]:

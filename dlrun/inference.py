@@ -55,6 +55,7 @@ class Evaluation:
     source: str  # "test split" or the CSV scored
     n_rows: int
     metrics: dict[str, dict[str, float]]  # {target: {metric: value}}
+    units: dict[str, str]  # regression target -> unit of its errors
     output: Path
 
 
@@ -78,7 +79,7 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     }
     output = Path(output) if output else Path(run_dir) / "eval.json"
     write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
-    return Evaluation(Path(run_dir), source, len(rows), metrics, output)
+    return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output)
 
 
 def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Path:

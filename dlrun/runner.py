@@ -12,7 +12,7 @@ import torch
 from dlrun.artifacts import create_run_dir, environment, now, write_config, write_run_info
 from dlrun.callbacks import Checkpoints, EarlyStopping, MetricsLog
 from dlrun.config import Config
-from dlrun.data import SPLITS, Dataset, load_dataset
+from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import resolve_device
 from dlrun.errors import ConfigError
 from dlrun.inference import confusion_frame, prediction_frame, to_split
@@ -28,6 +28,7 @@ class Run:
     """What a finished training run left behind, for a notebook or the CLI's summary."""
 
     run_dir: Path
+    cfg: Config  # resolved: inferred targets, tasks and units written in
     metrics: dict[str, dict[str, dict[str, float]]]  # {split: {target: {metric: value}}}
     best_epoch: int
     epochs_run: int
@@ -70,13 +71,14 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
                              "stop_reason": state.stop_reason or "reached train.epochs"})
-    return Run(run_dir, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, summary)
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, summary)
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:
     """The config with inferred targets and tasks written in, so config.yaml alone rebuilds the run."""
     target = dataset.targets[0] if len(dataset.targets) == 1 else list(dataset.targets)
-    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks)})
+    units = {t: u for t, u in resolve_units(cfg.data).items() if t in dataset.targets}
+    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units})
     return cfg.model_copy(update={"data": data})
 
 
