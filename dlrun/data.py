@@ -23,6 +23,8 @@ BUILTINS = {
     "salary": {"file": "salary.csv", "target": ["wages"], "drop": [], "units": {"wages": "dollars/hour"}},
     "synthetic": {"file": None, "target": ["label", "salary"], "drop": [], "units": {"salary": "dollars/year"}},
 }
+# Read as missing besides pandas' defaults (NA, n/a, null, ...): UCI-style tables mark gaps with '?'.
+MISSING_MARKERS = ["?"]
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
 
@@ -80,7 +82,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
+        frame = _read_with_separator(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: expected a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -91,6 +93,17 @@ def read_csv(path: Path) -> pd.DataFrame:
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
     frame.columns = [str(column).strip() for column in frame.columns]
+    return frame
+
+
+def _read_with_separator(path: Path) -> pd.DataFrame:
+    """Comma first; a single column whose header holds ';' or a tab means the file uses that separator instead."""
+    frame = pd.read_csv(path, skipinitialspace=True, na_values=MISSING_MARKERS)
+    if frame.shape[1] == 1:
+        header = str(frame.columns[0])
+        for separator in (";", "\t"):
+            if separator in header:
+                return pd.read_csv(path, sep=separator, skipinitialspace=True, na_values=MISSING_MARKERS)
     return frame
 
 
@@ -136,10 +149,18 @@ def resolve_features(cfg: DataConfig, frame: pd.DataFrame, targets: list[str], d
         features = list(cfg.features)
     else:
         excluded = set(targets) | set(drop) | ({cfg.split.column} if cfg.split.column else set())
-        features = [column for column in frame.columns if column not in excluded]
+        features = [column for column in frame.columns if column not in excluded and not is_identifier(frame[column])]
     if not features:
         raise DataError("no feature columns are left after removing targets and data.drop")
     return features
+
+
+def is_identifier(values: pd.Series) -> bool:
+    """Text with a different value in every row (names, ids) carries no pattern a model can learn from."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or len(values) < 20:
+        return False
+    present = values.dropna()
+    return len(present) == len(values) and present.nunique() == len(values)
 
 
 def infer_task(values: pd.Series) -> str:

@@ -104,6 +104,8 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         "rows": {name: int((dataset.split == name).sum()) for name in SPLITS},
         "rows_dropped_missing_target": dataset.n_dropped_missing_target,
         "features_in": len(dataset.features),
+        # drop-listed columns, the split column, and text identifiers (a different value in every row)
+        "unused_columns": [c for c in dataset.frame.columns if c not in dataset.features and c not in dataset.targets],
         "features_encoded": len(prep.feature_names_),
         "numeric_features": list(prep.numeric_),
         "categorical_features": list(prep.categorical_),
