@@ -6,6 +6,7 @@ Field descriptions are the reference documentation: `dlrun config` prints them w
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -136,7 +137,7 @@ class TrainConfig(_Section):
 
 
 class Config(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name.")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name (default: the config file's name).")
     seed: int = Field(0, ge=0, description="Seeds the split, the weights, shuffling and dropout.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
@@ -148,8 +149,6 @@ class Config(_Section):
     @field_validator("device")
     @classmethod
     def _device_spelling(cls, value: str) -> str:
-        import re
-
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
         return value
@@ -187,6 +186,8 @@ def load_config(path: str | Path, overrides: list[str] = (), device: str | None 
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
+    # A config without a name is named after its file, so runs/ stays readable.
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "run")
     for override in overrides:
         _apply_override(raw, override)
     if device is not None:

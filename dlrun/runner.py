@@ -78,7 +78,9 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     """The config with inferred targets and tasks written in, so config.yaml alone rebuilds the run."""
     target = dataset.targets[0] if len(dataset.targets) == 1 else list(dataset.targets)
     units = {t: u for t, u in resolve_units(cfg.data).items() if t in dataset.targets}
-    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units})
+    # An absolute path lets `dlrun eval` find the CSV from any working directory.
+    path = str(Path(cfg.data.path).resolve()) if cfg.data.path else None
+    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units, "path": path})
     return cfg.model_copy(update={"data": data})
 
 

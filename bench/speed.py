@@ -1,0 +1,268 @@
+"""How fast is dlrun's training loop? Median CPU epoch time against three baselines, all measured in one run.
+
+    python bench/speed.py [--epochs N] [--quick] [--threads N]
+
+The task (issue 3, item 12): 10,000 training rows x 10 features of seeded random regression data, an MLP
+10 -> 64 -> 32 -> 16 -> 1 with ReLU, Adam (lr 1e-3, no weight decay), batch 32, CPU. Compared:
+
+  (a) seed-style:   TensorDataset + DataLoader(shuffle=True), nn.Sequential, torch.optim.Adam, loss.item() per batch
+  (b) slicing:      randperm once per epoch, X[perm] once, then contiguous slices X[i:i+32]
+  (c) scikit-learn: MLPRegressor(64, 32, 16), adam, batch 32, one `partial_fit` call per epoch
+  (d) dlrun:        dlrun.trainer.fit, built exactly as dlrun.runner.train builds it (config, CSV, preprocessing, model)
+
+Every method trains on the same preprocessed tensors (dlrun's Preprocessor output) for one warm-up epoch plus
+`--epochs` timed epochs; the median of the timed epochs is reported with the last epoch's mean training MSE (on the
+standardised target), so equal work shows as similar losses. Extra rows repeat (b) and (d) at batch 256 and 1024 and
+with a wider 512-256 model, so a regression in another regime is visible too.
+
+Timings on a small shared machine are noisy: compare ratios from one run, not seconds across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from dlrun.callbacks import Checkpoints, MetricsLog
+from dlrun.config import validate_config
+from dlrun.data import load_dataset
+from dlrun.inference import to_split
+from dlrun.model import build_model
+from dlrun.preprocess import Preprocessor
+from dlrun.runner import resolve
+from dlrun.trainer import Callback, fit
+
+N_TRAIN, N_VAL, N_TEST, N_FEATURES = 10_000, 2_000, 100, 10
+SEED = 0
+BASE = {"hidden": [64, 32, 16], "batch_size": 32}
+# (b) and (d) again in other regimes: bigger batches (fewer, larger steps) and a wider model (matmul-bound).
+REGIMES = [
+    {"hidden": [64, 32, 16], "batch_size": 256},
+    {"hidden": [64, 32, 16], "batch_size": 1024},
+    {"hidden": [512, 256], "batch_size": 32},
+]
+
+
+def write_csv(path: Path) -> None:
+    """A seeded nonlinear regression table; a `split` column fixes exactly N_TRAIN training rows for every method."""
+    rng = np.random.default_rng(SEED)
+    n_rows = N_TRAIN + N_VAL + N_TEST
+    X = rng.standard_normal((n_rows, N_FEATURES))  # (n_rows, n_features)
+    w = rng.standard_normal(N_FEATURES)
+    y = X @ w + np.sin(2 * X[:, 0]) * X[:, 1] + 0.5 * X[:, 2] ** 2 + 0.3 * rng.standard_normal(n_rows)
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(N_FEATURES)])
+    frame["y"] = y
+    frame["split"] = ["train"] * N_TRAIN + ["val"] * N_VAL + ["test"] * N_TEST
+    frame.to_csv(path, index=False, float_format="%.6f")
+
+
+def dlrun_setup(csv: Path, hidden: list[int], batch_size: int, epochs: int):
+    """Config -> dataset -> fitted preprocessor -> tensors -> model, in the order dlrun.runner.train does it."""
+    raw = {
+        "name": "speed", "seed": SEED, "device": "cpu",
+        "data": {"path": str(csv), "target": "y", "task": "regression", "split": {"column": "split"}, "batch_size": batch_size},
+        "model": {"hidden": hidden, "activation": "relu", "dropout": 0.0},
+        "optimizer": {"name": "adam", "lr": 1e-3, "weight_decay": 0.0},
+        "train": {"epochs": epochs, "early_stopping": None},
+    }
+    device = torch.device("cpu")
+    cfg = validate_config(raw, source="bench/speed.py")
+    dataset = load_dataset(cfg.data, cfg.seed)
+    cfg = resolve(cfg, dataset)
+    prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+    splits = {name: to_split(prep, dataset.part(name), device) for name in ("train", "val")}
+    model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
+    return cfg, prep, splits, model, device
+
+
+class EpochClock(Callback):
+    """Wall time between successive epoch ends: everything fit does per epoch (training, validation scoring with
+    torchmetrics, best-weight copy) plus whatever callbacks run before this one."""
+
+    def on_train_begin(self, state) -> None:
+        self.stamps = [time.perf_counter()]
+
+    def on_epoch_end(self, state, row) -> None:
+        self.stamps.append(time.perf_counter())
+
+
+def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int, log_dir: Path | None = None):
+    """(d): median full epoch wall time after the warm-up epoch, last train loss, and history's own `seconds`."""
+    cfg, prep, splits, model, device = dlrun_setup(csv, hidden, batch_size, epochs + 1)
+    clock = EpochClock()
+    # The files `dlrun train` writes each epoch; off by default, as the brief asks for fit alone.
+    files = [MetricsLog(log_dir / "metrics.csv"), Checkpoints(log_dir / "checkpoints")] if log_dir else []
+    with torch.random.fork_rng(devices=[]):  # as runner.train does
+        torch.manual_seed(cfg.seed)
+        state = fit(model, splits["train"], splits["val"], prep, cfg, device, [*files, clock])
+    wall = np.diff(clock.stamps)[1:]
+    history_seconds = [row["seconds"] for row in state.history[1:]]
+    return float(np.median(wall)), state.history[-1]["train_loss"], statistics.median(history_seconds)
+
+
+def make_mlp(hidden: list[int]) -> nn.Sequential:
+    torch.manual_seed(SEED)
+    layers, width = [], N_FEATURES
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, 1))
+
+
+def timed(run_epoch, epochs: int) -> tuple[float, float]:
+    """Median seconds of `epochs` calls after one warm-up call, and the last call's return value (the loss)."""
+    seconds, loss = [], float("nan")
+    for _ in range(epochs + 1):
+        start = time.perf_counter()
+        loss = run_epoch()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds[1:]), loss
+
+
+def run_dataloader(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int):
+    """(a): the loop most tutorials (and a first version of a project) start from."""
+    model = make_mlp(hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = DataLoader(TensorDataset(X, y.unsqueeze(1)), batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(SEED))
+
+    def epoch() -> float:
+        total = 0.0
+        for xb, yb in loader:  # xb (B, n_features), yb (B, 1)
+            optimizer.zero_grad()
+            loss = F.mse_loss(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(xb)
+        return total / len(X)
+
+    return timed(epoch, epochs)
+
+
+def run_slicing(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int, fused: bool = False):
+    """(b): one gather per epoch, then contiguous slices; the loss is summed on the device (no host sync per batch)."""
+    model = make_mlp(hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
+    shuffler = torch.Generator().manual_seed(SEED)
+    n_rows = len(X)
+
+    def epoch() -> float:
+        order = torch.randperm(n_rows, generator=shuffler)
+        X_epoch, y_epoch = X[order], y[order].unsqueeze(1)  # (n_rows, n_features), (n_rows, 1)
+        total = torch.zeros(())
+        for start in range(0, n_rows, batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.mse_loss(model(X_epoch[start : start + batch_size]), y_epoch[start : start + batch_size])
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * min(batch_size, n_rows - start)
+        return float(total / n_rows)
+
+    return timed(epoch, epochs)
+
+
+def run_sklearn(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int, threads: int):
+    """(c): one `partial_fit` call is exactly one shuffled pass over the rows with Adam state kept between calls,
+    so each epoch is timed on its own like the others (max_iter=N would give only a total, and its convergence
+    checks could end early). alpha=0 matches weight_decay 0; sklearn's `loss_` is half the MSE, hence the 2x."""
+    from sklearn.neural_network import MLPRegressor
+    from threadpoolctl import threadpool_limits
+
+    model = MLPRegressor(hidden_layer_sizes=tuple(hidden), batch_size=batch_size, solver="adam",
+                         learning_rate_init=1e-3, alpha=0.0, shuffle=True, random_state=SEED)
+    X_np, y_np = X.numpy(), y.numpy()  # float32 in, so sklearn computes in float32 like torch
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return timed(lambda: 2 * model.partial_fit(X_np, y_np).loss_, epochs)
+
+
+def median_wall(command: list[str], repeats: int = 5) -> float:
+    subprocess.run(command, capture_output=True, check=True)  # untimed: warms the file cache
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def versus(dlrun_seconds: float, other_seconds: float) -> str:
+    ratio = other_seconds / dlrun_seconds
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x SLOWER"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per method, after one warm-up epoch (default 5)")
+    parser.add_argument("--quick", action="store_true", help="2 timed epochs, 1 for the extra regimes; a smoke test")
+    parser.add_argument("--threads", type=int, default=1, help="torch (and BLAS) threads for every method (default 1)")
+    args = parser.parse_args()
+    epochs = 2 if args.quick else args.epochs
+    extra_epochs = 1 if args.quick else max(1, epochs // 2)
+    torch.set_num_threads(args.threads)
+    hidden, batch_size = BASE["hidden"], BASE["batch_size"]
+
+    rows = []  # (method, batch, hidden, seconds per epoch, final train loss, note)
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "speed.csv"
+        write_csv(csv)
+        _, _, splits, _, _ = dlrun_setup(csv, hidden, batch_size, 1)
+        X, y = splits["train"].X, splits["train"].y["y"]  # (10000, 10) float32, (10000,) standardised
+
+        d_seconds, d_loss, d_history = run_dlrun(csv, hidden, batch_size, epochs)
+        results = {
+            "a": run_dataloader(X, y, hidden, batch_size, epochs),
+            "b": run_slicing(X, y, hidden, batch_size, epochs),
+            "c": run_sklearn(X, y, hidden, batch_size, epochs, args.threads),
+        }
+        rows += [
+            ("(a) DataLoader loop", batch_size, hidden, *results["a"], "torch.optim.Adam defaults"),
+            ("(b) tensor slicing", batch_size, hidden, *results["b"], "torch.optim.Adam defaults"),
+            ("(c) sklearn MLPRegressor", batch_size, hidden, *results["c"], "partial_fit per epoch"),
+            ("(d) dlrun fit", batch_size, hidden, d_seconds, d_loss,
+             f"incl. val scoring of {N_VAL} rows; history 'seconds' {d_history:.3f}"),
+        ]
+        logged, logged_loss, _ = run_dlrun(csv, hidden, batch_size, extra_epochs, log_dir=Path(tmp) / "run")
+        rows.append(("(d) + runner's file callbacks", batch_size, hidden, logged, logged_loss, "+ metrics.csv, last/best.pt"))
+        for regime in REGIMES:
+            b = run_slicing(X, y, regime["hidden"], regime["batch_size"], extra_epochs)
+            d_regime, d_regime_loss, _ = run_dlrun(csv, regime["hidden"], regime["batch_size"], extra_epochs)
+            rows.append(("(b) tensor slicing", regime["batch_size"], regime["hidden"], *b, ""))
+            rows.append(("(d) dlrun fit", regime["batch_size"], regime["hidden"], d_regime, d_regime_loss,
+                         f"dlrun vs (b): {versus(d_regime, b[0])}"))
+
+    help_seconds = median_wall([sys.executable, "-m", "dlrun", "--help"])
+    torch_seconds = median_wall([sys.executable, "-c", "import torch"])
+
+    print(f"dlrun bench/speed.py: {N_TRAIN} train rows x {N_FEATURES} features, Adam lr 1e-3, CPU, "
+          f"torch {torch.__version__}, torch.set_num_threads({args.threads}) and BLAS threads {args.threads} for every method")
+    print(f"median of {epochs} epochs after 1 warm-up ({extra_epochs} for the extra regimes); "
+          "train loss = last epoch's mean batch MSE on the standardised target")
+    print("(d) time = wall time between fit's epoch ends (training + its per-epoch validation scoring with torchmetrics "
+          "+ best-weight copy); fit is called without runner's file callbacks except in the row that says so\n")
+    header = f"{'method':<31}{'batch':>6}  {'hidden':<12}{'s/epoch':>9}{'train loss':>12}  note"
+    print(header)
+    print("-" * len(header))
+    for method, batch, widths, seconds, loss, note in rows:
+        print(f"{method:<31}{batch:>6}  {'-'.join(map(str, widths)):<12}{seconds:>9.3f}{loss:>12.4f}  {note}")
+    print()
+    for key, name in (("a", "(a) DataLoader loop"), ("b", "(b) tensor slicing"), ("c", "(c) sklearn MLPRegressor")):
+        print(f"dlrun vs {name:<25} {versus(d_seconds, results[key][0])}")
+    print(f"\n`dlrun --help` {help_seconds:.3f}s vs `python -c 'import torch'` {torch_seconds:.3f}s (median of 5): "
+          f"{help_seconds / torch_seconds:.2f} of the torch import (target: under 0.25)")
+    print("\nNoisy: a 2-core machine that may be running other work; compare ratios within one run.")
+
+
+if __name__ == "__main__":
+    main()
