@@ -131,6 +131,10 @@ class TrainConfig(_Section):
     early_stopping: Optional[EarlyStoppingConfig] = Field(
         default_factory=EarlyStoppingConfig, description="Set to null to train all epochs (the last epoch is kept)."
     )
+    threads: Optional[int] = Field(
+        None, ge=1, le=1024,
+        description="CPU threads for torch; null: 1 for small models (threads cost more than they save there), else all cores.",
+    )
     loss_weight: dict[str, float] = Field(
         default_factory=dict, description="Weight of each target's loss in the total (default 1.0 per target)."
     )

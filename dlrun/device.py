@@ -18,3 +18,20 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(f"device: {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
     return device
+
+
+# Multiply-adds per training step below which one CPU thread beats several: thread start-up and
+# synchronisation cost more than a small matmul (measured: a 10-128-64-1 MLP at batch 64 steps 0.5 ms on one
+# thread and several times slower on two).
+SMALL_STEP_MACS = 20_000_000
+
+
+def choose_threads(requested: int | None, n_features: int, hidden: list[int], batch_size: int, device: torch.device) -> int:
+    """CPU threads for this run: the config's choice, else 1 for small models and all cores for large ones."""
+    if requested is not None:
+        return requested
+    widths = [n_features, *hidden]
+    macs_per_row = sum(a * b for a, b in zip(widths, widths[1:]))
+    if device.type == "cuda" or batch_size * macs_per_row < SMALL_STEP_MACS:
+        return 1
+    return torch.get_num_threads()

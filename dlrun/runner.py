@@ -13,7 +13,7 @@ from dlrun.artifacts import create_run_dir, environment, now, write_config, writ
 from dlrun.callbacks import Checkpoints, EarlyStopping, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
-from dlrun.device import resolve_device
+from dlrun.device import choose_threads, resolve_device
 from dlrun.errors import ConfigError
 from dlrun.inference import confusion_frame, prediction_frame, to_split
 from dlrun.io import write_csv, write_json
@@ -48,9 +48,11 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
     summary = summarise(dataset, prep)
 
+    threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
+
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), cfg.name)
-    info = {"status": "running", "started": now(), "ended": None, "seed": cfg.seed, "device": str(device),
+    info = {"status": "running", "started": now(), "ended": None, "seed": cfg.seed, "device": str(device), "threads": threads,
             **environment(), "data": summary}
     write_run_info(run_dir, info)
     write_config(run_dir, cfg)
@@ -58,7 +60,9 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
     if cfg.train.early_stopping:
         loop_callbacks.append(EarlyStopping(cfg.train.early_stopping.patience))
+    threads_before = torch.get_num_threads()
     try:
+        torch.set_num_threads(threads)
         # Dropout draws from torch's global generator: fork it so the seed fixes it without leaking state.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
@@ -68,6 +72,8 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
         raise
+    finally:
+        torch.set_num_threads(threads_before)
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
                              "stop_reason": state.stop_reason or "reached train.epochs"})
