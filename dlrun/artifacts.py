@@ -48,17 +48,16 @@ def now() -> str:
 
 def environment() -> dict[str, Any]:
     """Library versions and the git commit of the working directory, for reproducing a run."""
-    import numpy
-    import pandas
-    import sklearn
-    import torchmetrics
+    from importlib.metadata import PackageNotFoundError, version
 
     from dlrun import __version__
 
-    versions = {
-        "python": platform.python_version(), "dlrun": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-        "pandas": pandas.__version__, "scikit-learn": sklearn.__version__, "torchmetrics": torchmetrics.__version__,
-    }
+    versions = {"python": platform.python_version(), "dlrun": __version__}
+    for package in ("torch", "numpy", "pandas", "torchmetrics", "pydantic"):
+        try:  # read from package metadata: importing a library just for its version would slow every run
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
     return {"versions": versions, "git_commit": _git_commit()}
 
 
