@@ -29,16 +29,19 @@ CHECKPOINT_VERSION = 1
 def create_run_dir(runs_dir: Path, name: str) -> Path:
     """runs/<YYYYmmdd-HHMMSS>-<name>[-N]: mkdir is atomic, so two runs in one second get distinct names."""
     runs_dir = Path(runs_dir)
-    runs_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
-    for attempt in range(1, 10_000):
-        run_dir = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        (run_dir / "checkpoints").mkdir()
-        return run_dir
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 10_000):
+            run_dir = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            (run_dir / "checkpoints").mkdir()
+            return run_dir
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise RunError(f"--runs-dir {runs_dir} is not a writable directory ({exc.strerror or exc})") from None
     raise RunError(f"could not create a new run directory under {runs_dir}")
 
 

@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dlrun import __version__
@@ -29,7 +30,7 @@ def guarded(call: Callable[[], Result]) -> Result:
     try:
         return call()
     except DlrunError as exc:
-        stderr.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        stderr.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         stderr.print("Interrupted.")
@@ -57,12 +58,13 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
 ) -> None:
     """Train a model; prints the run directory as the last line of stdout."""
-    from dlrun.callbacks import RichProgress
     from dlrun.config import load_config
-    from dlrun.runner import train as train_run
 
     def run():
-        cfg = load_config(config, set_, device)
+        cfg = load_config(config, set_, device)  # before the heavy imports: a config mistake is reported at once
+        from dlrun.callbacks import RichProgress
+        from dlrun.runner import train as train_run
+
         with RichProgress(cfg.train.epochs) as progress:
             return train_run(cfg, runs_dir, callbacks=[progress])
 

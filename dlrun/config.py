@@ -142,7 +142,7 @@ class TrainConfig(_Section):
 
 class Config(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name (default: the config file's name).")
-    seed: int = Field(0, ge=0, description="Seeds the split, the weights, shuffling and dropout.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seeds the split, the weights, shuffling and dropout.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
@@ -257,7 +257,7 @@ def _nearest_key(loc: list[str]) -> str:
     allowed = list(section.model_fields)
     close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.5)
     suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{suggestion} Allowed keys: {', '.join(allowed)}"
+    return f"{suggestion}; allowed keys: {', '.join(allowed)}"
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -59,6 +59,9 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
     for column in targets:
         if tasks[column] == "regression":
             _require_numeric_target(frame[column], column)
+        elif frame[column].nunique() < 2:
+            values = frame[column].dropna().unique().tolist()
+            raise DataError(f"classification target {column!r} needs at least 2 classes, but holds only {values}")
 
     has_target = frame[targets].notna().all(axis=1)
     n_dropped = int((~has_target).sum())

@@ -132,7 +132,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             "seconds": time.perf_counter() - started,
         }
         state.history.append(row)
-        _track_best(state, row, stopping.min_delta if stopping else 0.0)
+        _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
         for callback in callbacks:
             callback.on_epoch_end(state, row)
         if state.stop:
@@ -144,9 +144,10 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     return state
 
 
-def _track_best(state: TrainState, row: dict[str, Any], min_delta: float) -> None:
+def _track_best(state: TrainState, row: dict[str, Any], min_delta: float, keep_last: bool) -> None:
+    """Remember the best epoch's weights; without early stopping the latest epoch is the one kept."""
     value = row[state.monitor]
-    if state.best_value is None:
+    if state.best_value is None or keep_last:
         state.improved = True
     elif state.maximise:
         state.improved = value > state.best_value + min_delta

@@ -1,0 +1,71 @@
+"""Atomic writes: a reader never sees half a file, a crash never leaves a temp file behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlrun.io import read_json, write_atomic, write_csv, write_json, write_text
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    write_text(tmp_path / "a.txt", "hello")
+    write_json(tmp_path / "b.json", {"x": 1})
+    write_csv(tmp_path / "c.csv", pd.DataFrame({"x": [1, 2]}))
+    write_text(tmp_path / "a.txt", "replaced")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.txt", "b.json", "c.csv"]
+    assert (tmp_path / "a.txt").read_text() == "replaced"
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "metrics.json"
+    write_text(path, "old")
+
+    def half_then_crash(fh):
+        fh.write("half a fi")
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_atomic(path, half_then_crash)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_write_creates_parent_directories(tmp_path):
+    write_text(tmp_path / "deep" / "er" / "file.txt", "x")
+    assert (tmp_path / "deep" / "er" / "file.txt").read_text() == "x"
+
+
+def test_atomic_binary_write(tmp_path):
+    write_atomic(tmp_path / "blob.bin", lambda fh: fh.write(b"\x00\x01\xff"), mode="wb")
+    assert (tmp_path / "blob.bin").read_bytes() == b"\x00\x01\xff"
+
+
+def test_atomically_written_files_get_ordinary_permissions(tmp_path):
+    # A run directory is shared and served; its files should be as readable as any file this process creates
+    # (the umask decides), not private like the temp file they were born as.
+    write_text(tmp_path / "atomic.txt", "x")
+    (tmp_path / "plain.txt").write_text("x")
+    atomic, plain = (oct(stat.S_IMODE(os.stat(tmp_path / name).st_mode)) for name in ("atomic.txt", "plain.txt"))
+    assert atomic == plain
+
+
+def test_write_json_is_strict_json_with_nan_as_null(tmp_path):
+    path = tmp_path / "m.json"
+    write_json(path, {"auroc": float("nan"), "nested": {"r2": [float("inf"), 0.5]}, "n": np.int64(3), "v": np.float32(1.5)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"auroc": None, "nested": {"r2": [None, 0.5]}, "n": 3, "v": 1.5}
+    assert read_json(path) == json.loads(text)
+
+
+def test_write_csv_has_no_index_column(tmp_path):
+    frame = pd.DataFrame({"a": [1.5, math.pi], "b": ["x", "y"]})
+    write_csv(tmp_path / "f.csv", frame)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "f.csv"), frame)

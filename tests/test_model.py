@@ -1,0 +1,97 @@
+"""Stage 3: the MLP built from the config: a shared trunk, one head per target, seeded weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dlrun.config import ModelConfig
+from dlrun.model import build_model
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.mark.parametrize("outputs", [{"type": 7}, {"wages": 1}, {"label": 2, "salary": 1}])
+def test_each_head_has_its_output_shape(outputs):
+    model = build_model(5, outputs, ModelConfig(hidden=[8, 4]), seed=0)
+    out = model(torch.randn(3, 5))  # (B, n_features)
+    assert list(out) == list(outputs)
+    for target, size in outputs.items():
+        assert out[target].shape == (3, size)
+
+
+def test_heads_share_one_trunk():
+    model = build_model(5, {"a": 3, "b": 1}, ModelConfig(hidden=[8, 4], dropout=0.0), seed=0)
+    linears = [module for module in model.trunk if isinstance(module, nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(5, 8), (8, 4)]
+    assert [(head.in_features, head.out_features) for head in model.heads] == [(4, 3), (4, 1)]
+
+
+def test_target_names_that_are_not_identifiers_work():
+    out = build_model(2, {"type": 2, "a.b": 1, "x y": 1}, ModelConfig(hidden=[4]), seed=0)(torch.randn(1, 2))
+    assert set(out) == {"type", "a.b", "x y"}
+
+
+def test_no_hidden_layers_is_a_linear_model():
+    model = build_model(3, {"y": 1}, ModelConfig(hidden=[], dropout=0.0), seed=0)
+    assert model(torch.randn(4, 3))["y"].shape == (4, 1)
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu"])
+def test_every_activation_builds(activation):
+    out = build_model(3, {"y": 2}, ModelConfig(hidden=[4], activation=activation), seed=0)(torch.randn(2, 3))
+    assert torch.isfinite(out["y"]).all()
+
+
+def test_seeded_build_is_identical():
+    cfg = ModelConfig(hidden=[16, 8])
+    assert same_weights(weights(build_model(6, {"y": 3}, cfg, seed=4)), weights(build_model(6, {"y": 3}, cfg, seed=4)))
+    assert not same_weights(weights(build_model(6, {"y": 3}, cfg, seed=4)), weights(build_model(6, {"y": 3}, cfg, seed=5)))
+
+
+def test_build_leaves_the_global_generator_alone():
+    before = torch.get_rng_state()
+    build_model(6, {"y": 3}, ModelConfig(hidden=[16]), seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("init", ["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"])
+def test_init_scheme_changes_the_weights(init):
+    default = weights(build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8]), seed=0))
+    custom = build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init), seed=0)
+    changed = weights(custom)
+    assert not same_weights(default, changed)
+    for module in custom.modules():
+        if isinstance(module, nn.Linear):
+            assert torch.count_nonzero(module.bias) == 0
+    assert same_weights(changed, weights(build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init), seed=0)))
+
+
+def test_kaiming_init_has_the_expected_spread():
+    model = build_model(400, {"y": 1}, ModelConfig(hidden=[400], init="kaiming_normal"), seed=0)
+    first = model.trunk[0].weight  # (400, 400): std should be sqrt(2 / fan_in)
+    assert first.std().item() == pytest.approx((2 / 400) ** 0.5, rel=0.05)
+
+
+def test_dropout_changes_outputs_in_train_mode_only():
+    model = build_model(8, {"y": 2}, ModelConfig(hidden=[64, 64], dropout=0.5), seed=0)
+    x = torch.randn(16, 8)
+    model.train()
+    torch.manual_seed(0)
+    first = model(x)["y"]
+    second = model(x)["y"]
+    assert not torch.equal(first, second)
+    model.eval()
+    assert torch.equal(model(x)["y"], model(x)["y"])
+
+
+def test_zero_dropout_adds_no_dropout_layers():
+    model = build_model(8, {"y": 2}, ModelConfig(hidden=[4, 4], dropout=0.0), seed=0)
+    assert not any(isinstance(module, nn.Dropout) for module in model.modules())

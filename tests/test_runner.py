@@ -1,0 +1,139 @@
+"""The library twins: `dlrun.train(cfg) -> Run`, `dlrun.evaluate`, `dlrun.predict`, as a notebook would call them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import dlrun
+from dlrun.config import load_config
+from dlrun.errors import ConfigError, DataError, DlrunError
+from dlrun.trainer import Callback
+
+
+
+@pytest.fixture
+def config(make_config):
+    """config(data, **sections) -> a fast Config, written as YAML and loaded the way the CLI loads it."""
+    return lambda data, **sections: load_config(make_config(data, **sections))
+
+
+def test_library_twins_are_importable_from_the_package():
+    assert callable(dlrun.train) and callable(dlrun.evaluate) and callable(dlrun.predict) and callable(dlrun.load_config)
+    assert issubclass(dlrun.DlrunError, Exception)
+
+
+def test_train_writes_a_complete_run(tmp_path, classification_csv, config):
+    run = dlrun.train(config({"path": str(classification_csv), "target": "species"}, name="pets"), tmp_path / "runs")
+    assert run.run_dir.parent == tmp_path / "runs" and run.run_dir.name.endswith("-pets")
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["seed"] == 0 and info["device"] == "cpu"
+    assert info["started"] and info["ended"] and "torch" in info["versions"] and "git_commit" in info
+    assert info["epochs_run"] == run.epochs_run == 5
+    resolved = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert resolved["data"]["task"] == {"species": "classification"}  # inferred values are written in
+    assert run.metrics["test"]["species"].keys() == {"accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc"}
+    predictions = pd.read_csv(run.run_dir / "predictions.csv")
+    proba = predictions[[f"species_proba_{name}" for name in ("bird", "cat", "dog")]]
+    assert proba.sum(axis=1).to_numpy() == pytest.approx(1.0, abs=1e-5)
+    assert set(predictions["species_pred"]) <= {"bird", "cat", "dog"}
+
+
+def test_same_seed_gives_identical_metrics_even_with_dropout(tmp_path, regression_csv, config):
+    cfg = config({"path": str(regression_csv), "target": "price"}, model={"hidden": [16], "dropout": 0.3})
+    first, second = dlrun.train(cfg, tmp_path / "a"), dlrun.train(cfg, tmp_path / "b")
+    assert first.metrics == second.metrics
+    history = [pd.read_csv(run.run_dir / "metrics.csv").drop(columns="seconds") for run in (first, second)]
+    pd.testing.assert_frame_equal(*history)
+
+
+def test_train_leaves_the_global_generator_alone(tmp_path, regression_csv, config):
+    before = torch.get_rng_state()
+    dlrun.train(config({"path": str(regression_csv), "target": "price"}, model={"dropout": 0.2}), tmp_path)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_train_restores_the_torch_thread_count(tmp_path, regression_csv, config):
+    before = torch.get_num_threads()
+    dlrun.train(config({"path": str(regression_csv), "target": "price"}, train={"epochs": 1, "threads": 1}), tmp_path)
+    assert torch.get_num_threads() == before
+
+
+def test_bad_data_raises_before_any_run_directory_exists(tmp_path, regression_csv, config):
+    runs = tmp_path / "runs"
+    with pytest.raises(DataError):
+        dlrun.train(config({"path": str(regression_csv), "target": "cost"}), runs)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_single_class_target_is_a_data_error_before_any_run_directory_exists(tmp_path, config):
+    path = tmp_path / "one_class.csv"
+    pd.DataFrame({"x": range(40), "y": ["spam"] * 40}).to_csv(path, index=False)
+    runs = tmp_path / "runs"
+    with pytest.raises(DataError, match="'y'"):
+        dlrun.train(config({"path": str(path), "target": "y"}), runs)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_runs_dir_that_is_a_file_is_a_user_error(tmp_path, regression_csv, config):
+    not_a_dir = tmp_path / "runs"
+    not_a_dir.write_text("I am a file")
+    with pytest.raises(DlrunError, match="runs"):
+        dlrun.train(config({"path": str(regression_csv), "target": "price"}), not_a_dir)
+
+
+def test_unknown_early_stopping_metric_is_a_config_error_before_the_run(tmp_path, regression_csv, config):
+    runs = tmp_path / "runs"
+    with pytest.raises(ConfigError, match="val_accuracy"):
+        dlrun.train(config({"path": str(regression_csv), "target": "price"},
+                           train={"early_stopping": {"metric": "val_accuracy"}}), runs)
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_run_that_fails_after_starting_is_marked_failed(tmp_path, regression_csv, config):
+    class Explode(Callback):
+        def on_epoch_end(self, state, row):
+            if state.epoch == 2:
+                raise RuntimeError("boom at epoch 2")
+
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="boom"):
+        dlrun.train(config({"path": str(regression_csv), "target": "price"}), runs, callbacks=[Explode()])
+    (run_dir,) = runs.iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "boom at epoch 2" in info["error"] and info["ended"]
+    assert len(pd.read_csv(run_dir / "metrics.csv")) == 2  # the history up to the failure is kept
+
+
+def test_evaluate_matches_the_test_metrics_of_training(tmp_path, regression_csv, config):
+    run = dlrun.train(config({"path": str(regression_csv), "target": "price"}), tmp_path)
+    result = dlrun.evaluate(run.run_dir)
+    assert result.metrics["price"] == pytest.approx(run.metrics["test"]["price"], rel=1e-6)
+    assert json.loads(result.output.read_text())["metrics"]["price"] == pytest.approx(run.metrics["test"]["price"], rel=1e-6)
+    assert dlrun.evaluate(run.run_dir, split="val").metrics["price"] == pytest.approx(run.metrics["val"]["price"], rel=1e-6)
+
+
+def test_evaluate_rejects_an_unknown_split(tmp_path):
+    with pytest.raises(ConfigError, match="--split"):
+        dlrun.evaluate(tmp_path, split="holdout")
+
+
+def test_predict_writes_beside_the_input_by_default(tmp_path, classification_csv, config):
+    run = dlrun.train(config({"path": str(classification_csv), "target": "species"}), tmp_path / "runs")
+    rows = pd.read_csv(classification_csv).drop(columns="species").head(5)
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    output = dlrun.predict(run.run_dir, tmp_path / "new.csv")
+    assert output == tmp_path / "new_predictions.csv"
+    result = pd.read_csv(output)
+    assert len(result) == 5 and set(result["species_pred"]) <= {"bird", "cat", "dog"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_matches_the_cpu_pipeline(tmp_path, regression_csv, config):
+    run = dlrun.train(config({"path": str(regression_csv), "target": "price"}, device="cuda"), tmp_path)
+    assert json.loads((run.run_dir / "run.json").read_text())["device"].startswith("cuda")
+    assert dlrun.evaluate(run.run_dir, device="cuda").metrics["price"] == pytest.approx(run.metrics["test"]["price"], rel=1e-4)

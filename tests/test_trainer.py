@@ -1,0 +1,211 @@
+"""Stage 4: the training loop: it learns, stops early with the best weights, and is reproducible on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlrun.callbacks import EarlyStopping
+from dlrun.config import validate_config
+from dlrun.inference import to_split
+from dlrun.model import build_model
+from dlrun.preprocess import Preprocessor
+from dlrun.trainer import Callback, compute_loss, fit
+
+from conftest import FAST, merge
+
+CPU = torch.device("cpu")
+
+
+def random_frame(n_rows: int, seed: int, n_features: int = 5) -> pd.DataFrame:
+    """Noise features and labels with no relation to them: anything learnt about train is overfitting."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(n_rows, n_features)), columns=[f"x{i}" for i in range(n_features)])
+    frame["y"] = rng.choice(["a", "b", "c"], n_rows)
+    frame["z"] = rng.normal(100, 20, n_rows)
+    return frame
+
+
+def setup(train_rows: pd.DataFrame, val_rows: pd.DataFrame, targets=("y",), **sections):
+    """Config, preprocessor, model and tensor splits, as the runner builds them."""
+    cfg = validate_config(merge(FAST, {"data": {"dataset": "synthetic", "batch_size": 8}, **sections}))
+    features = [column for column in train_rows.columns if column.startswith("x")]
+    tasks = {"y": "classification", "z": "regression"}
+    prep = Preprocessor(cfg.preprocess, features, list(targets), {t: tasks[t] for t in targets}).fit(train_rows)
+    model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed)
+    return cfg, prep, model, to_split(prep, train_rows, CPU), to_split(prep, val_rows, CPU)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def differing(a, b) -> list[str]:
+    """Names of the tensors that differ between two state dicts (empty: the same weights)."""
+    assert a.keys() == b.keys()
+    return [name for name in a if not torch.equal(a[name], b[name])]
+
+
+class RecordWeights(Callback):
+    """Keeps a copy of the weights at the end of every epoch, and the hooks called."""
+
+    def __init__(self):
+        self.by_epoch: dict[int, dict[str, torch.Tensor]] = {}
+        self.calls: list[str] = []
+
+    def on_train_begin(self, state):
+        self.calls.append("begin")
+
+    def on_epoch_end(self, state, row):
+        self.calls.append(f"epoch{state.epoch}")
+        self.by_epoch[state.epoch] = weights(state.model)
+
+    def on_train_end(self, state):
+        self.calls.append("end")
+
+
+def without_seconds(history):
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in history]
+
+
+@pytest.mark.parametrize("target", ["y", "z"])
+def test_tiny_model_overfits_a_tiny_batch(target):
+    frame = random_frame(8, seed=0)
+    cfg, prep, model, train, val = setup(
+        frame, frame, targets=(target,), model={"hidden": [32, 32], "dropout": 0.0},
+        optimizer={"name": "adam", "lr": 0.05, "weight_decay": 0.0}, train={"epochs": 40, "early_stopping": None},
+    )
+    state = fit(model, train, val, prep, cfg, CPU)
+    assert state.history[0]["train_loss"] > 0.5
+    assert state.history[-1]["train_loss"] < 0.02
+
+
+def test_history_records_losses_metrics_lr_and_seconds():
+    cfg, prep, model, train, val = setup(random_frame(40, 0), random_frame(20, 1), targets=("y", "z"),
+                                         train={"epochs": 3})
+    state = fit(model, train, val, prep, cfg, CPU)
+    assert [row["epoch"] for row in state.history] == [1, 2, 3]
+    row = state.history[-1]
+    assert {"train_loss", "val_loss", "lr", "seconds", "val_y_accuracy", "val_y_auroc", "val_z_mae", "val_z_r2"} <= set(row)
+    assert row["lr"] == pytest.approx(0.01) and row["seconds"] >= 0
+    assert all(isinstance(value, (int, float)) for value in row.values())
+
+
+def test_early_stopping_stops_and_restores_best_weights():
+    recorder = RecordWeights()
+    cfg, prep, model, train, val = setup(
+        random_frame(40, 0), random_frame(40, 1), model={"hidden": [64, 64], "dropout": 0.0},
+        train={"epochs": 300, "early_stopping": {"patience": 5}},
+    )
+    state = fit(model, train, val, prep, cfg, CPU, [EarlyStopping(5), recorder])
+    epochs_run = len(state.history)
+    assert epochs_run < 300 and state.stop
+    assert state.best_epoch < epochs_run
+    assert state.best_epoch == epochs_run - 5
+    val_losses = [row["val_loss"] for row in state.history]
+    assert state.best_epoch == int(np.argmin(val_losses)) + 1
+    assert state.best_value == pytest.approx(min(val_losses))
+    assert not differing(weights(model), state.best_state)
+    assert not differing(weights(model), recorder.by_epoch[state.best_epoch])
+    assert differing(weights(model), recorder.by_epoch[epochs_run])
+
+
+def test_early_stopping_on_a_maximised_metric_keeps_the_highest():
+    cfg, prep, model, train, val = setup(
+        random_frame(40, 0), random_frame(40, 1), model={"hidden": [64, 64], "dropout": 0.0},
+        train={"epochs": 60, "early_stopping": {"patience": 8, "metric": "val_f1_macro"}},
+    )
+    state = fit(model, train, val, prep, cfg, CPU, [EarlyStopping(8)])
+    assert state.maximise and len(state.history) < 60
+    scores = [row["val_f1_macro"] for row in state.history]
+    assert state.best_value == max(scores) and state.best_epoch == scores.index(max(scores)) + 1
+
+
+def test_without_early_stopping_every_epoch_runs_and_the_last_weights_are_kept():
+    # Documented for train.early_stopping: "Set to null to train all epochs (the last epoch is kept)."
+    recorder = RecordWeights()
+    cfg, prep, model, train, val = setup(
+        random_frame(40, 0), random_frame(40, 1), model={"hidden": [64, 64], "dropout": 0.0},
+        train={"epochs": 30, "early_stopping": None},
+    )
+    state = fit(model, train, val, prep, cfg, CPU, [recorder])
+    assert len(state.history) == 30
+    val_losses = [row["val_loss"] for row in state.history]
+    assert int(np.argmin(val_losses)) + 1 < 30  # the data overfits, so the last epoch is not the best by val_loss
+    assert not differing(weights(model), recorder.by_epoch[30])
+
+
+def test_same_seed_gives_identical_history_on_cpu():
+    def history(seed: int):
+        cfg, prep, model, train, val = setup(random_frame(64, 0), random_frame(32, 1), targets=("y", "z"), seed=seed,
+                                             train={"epochs": 6})
+        return without_seconds(fit(model, train, val, prep, cfg, CPU).history), weights(model)
+
+    (first, first_weights), (again, again_weights), (other, _) = history(3), history(3), history(4)
+    assert first == again
+    assert not differing(first_weights, again_weights)
+    assert first != other
+
+
+def test_shuffle_order_comes_from_the_seed_not_the_global_generator():
+    def history():
+        cfg, prep, model, train, val = setup(random_frame(64, 0), random_frame(32, 1), train={"epochs": 4})
+        return without_seconds(fit(model, train, val, prep, cfg, CPU).history)
+
+    torch.manual_seed(1)
+    first = history()
+    torch.manual_seed(2)
+    assert history() == first
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_reduces_the_training_loss(name):
+    frame = random_frame(32, 0)
+    cfg, prep, model, train, val = setup(frame, frame, optimizer={"name": name, "lr": 0.01},
+                                         train={"epochs": 25, "early_stopping": None})
+    state = fit(model, train, val, prep, cfg, CPU)
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def test_callbacks_are_called_in_order():
+    recorder = RecordWeights()
+    cfg, prep, model, train, val = setup(random_frame(16, 0), random_frame(8, 1), train={"epochs": 3, "early_stopping": None})
+    fit(model, train, val, prep, cfg, CPU, [recorder])
+    assert recorder.calls == ["begin", "epoch1", "epoch2", "epoch3", "end"]
+
+
+def test_a_callback_can_stop_training():
+    class StopAtTwo(Callback):
+        def on_epoch_end(self, state, row):
+            state.stop = state.epoch == 2
+
+    cfg, prep, model, train, val = setup(random_frame(16, 0), random_frame(8, 1), train={"epochs": 10})
+    assert len(fit(model, train, val, prep, cfg, CPU, [StopAtTwo()]).history) == 2
+
+
+def test_multi_target_loss_is_the_weighted_sum():
+    frame = random_frame(12, 0)
+    cfg, prep, model, train, _ = setup(frame, frame, targets=("y", "z"))
+    outputs = model(train.X)
+    expected = 0.3 * F.cross_entropy(outputs["y"], train.y["y"]) + 2.0 * F.mse_loss(outputs["z"].squeeze(1), train.y["z"])
+    got = compute_loss(outputs, train.y, prep, {"y": 0.3, "z": 2.0})
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    default = compute_loss(outputs, train.y, prep, {})
+    assert default.item() == pytest.approx(
+        (F.cross_entropy(outputs["y"], train.y["y"]) + F.mse_loss(outputs["z"].squeeze(1), train.y["z"])).item(), rel=1e-6
+    )
+
+
+def test_train_loss_is_the_row_weighted_mean_over_batches():
+    # 10 rows, batch 4: batches of 4, 4 and 2 rows; with lr ~ 0 the weights do not move, so the epoch's
+    # train_loss must equal the loss over all 10 rows at once.
+    frame = random_frame(10, 0)
+    cfg, prep, model, train, val = setup(frame, frame, targets=("z",), data={"dataset": "synthetic", "batch_size": 4},
+                                         optimizer={"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0},
+                                         train={"epochs": 1})
+    initial = compute_loss(model(train.X), train.y, prep, {}).item()
+    state = fit(model, train, val, prep, cfg, CPU)
+    assert state.history[0]["train_loss"] == pytest.approx(initial, rel=1e-5)
