@@ -15,7 +15,10 @@ Every method trains on the same preprocessed tensors (dlrun's Preprocessor outpu
 standardised target), so equal work shows as similar losses. Extra rows repeat (b) and (d) at batch 256 and 1024 and
 with a wider 512-256 model, so a regression in another regime is visible too.
 
-Timings on a small shared machine are noisy: compare ratios from one run, not seconds across runs.
+Every method runs with the same `torch.set_num_threads(--threads)` (and BLAS threads for scikit-learn).
+`dlrun train` picks its own count (`train.threads`, see dlrun.device.choose_threads); the output says what it would
+pick for these regimes. Timings on a small shared machine are noisy: compare ratios from one run, not seconds across
+runs.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from dlrun.callbacks import Checkpoints, MetricsLog
 from dlrun.config import validate_config
 from dlrun.data import load_dataset
+from dlrun.device import choose_threads
 from dlrun.inference import to_split
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
@@ -102,7 +106,7 @@ def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int, log_di
     """(d): median full epoch wall time after the warm-up epoch, last train loss, and history's own `seconds`."""
     cfg, prep, splits, model, device = dlrun_setup(csv, hidden, batch_size, epochs + 1)
     clock = EpochClock()
-    # The files `dlrun train` writes each epoch; off by default, as the brief asks for fit alone.
+    # The files `dlrun train` writes each epoch: only in one row, so the other rows time the training loop itself.
     files = [MetricsLog(log_dir / "metrics.csv"), Checkpoints(log_dir / "checkpoints")] if log_dir else []
     with torch.random.fork_rng(devices=[]):  # as runner.train does
         torch.manual_seed(cfg.seed)
@@ -204,12 +208,16 @@ def versus(dlrun_seconds: float, other_seconds: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per method, after one warm-up epoch (default 5)")
+    parser.add_argument("--epochs", type=int, default=10, help="timed epochs per method, after one warm-up epoch (default 10)")
     parser.add_argument("--quick", action="store_true", help="2 timed epochs, 1 for the extra regimes; a smoke test")
     parser.add_argument("--threads", type=int, default=1, help="torch (and BLAS) threads for every method (default 1)")
     args = parser.parse_args()
+    if args.epochs < 1 or args.threads < 1:
+        parser.error("--epochs and --threads must be at least 1")
     epochs = 2 if args.quick else args.epochs
     extra_epochs = 1 if args.quick else max(1, epochs // 2)
+    # Before set_num_threads: for large models dlrun's choice is "all cores", read from torch's default.
+    auto = {choose_threads(None, N_FEATURES, r["hidden"], r["batch_size"], torch.device("cpu")) for r in [BASE, *REGIMES]}
     torch.set_num_threads(args.threads)
     hidden, batch_size = BASE["hidden"], BASE["batch_size"]
 
@@ -224,16 +232,18 @@ def main() -> None:
         results = {
             "a": run_dataloader(X, y, hidden, batch_size, epochs),
             "b": run_slicing(X, y, hidden, batch_size, epochs),
+            "b_fused": run_slicing(X, y, hidden, batch_size, epochs, fused=True),
             "c": run_sklearn(X, y, hidden, batch_size, epochs, args.threads),
         }
         rows += [
             ("(a) DataLoader loop", batch_size, hidden, *results["a"], "torch.optim.Adam defaults"),
             ("(b) tensor slicing", batch_size, hidden, *results["b"], "torch.optim.Adam defaults"),
+            ("(b) + fused Adam", batch_size, hidden, *results["b_fused"], "the optimizer dlrun uses; not in the ratios"),
             ("(c) sklearn MLPRegressor", batch_size, hidden, *results["c"], "partial_fit per epoch"),
             ("(d) dlrun fit", batch_size, hidden, d_seconds, d_loss,
              f"incl. val scoring of {N_VAL} rows; history 'seconds' {d_history:.3f}"),
         ]
-        logged, logged_loss, _ = run_dlrun(csv, hidden, batch_size, extra_epochs, log_dir=Path(tmp) / "run")
+        logged, logged_loss, _ = run_dlrun(csv, hidden, batch_size, epochs, log_dir=Path(tmp) / "run")
         rows.append(("(d) + runner's file callbacks", batch_size, hidden, logged, logged_loss, "+ metrics.csv, last/best.pt"))
         for regime in REGIMES:
             b = run_slicing(X, y, regime["hidden"], regime["batch_size"], extra_epochs)
@@ -249,6 +259,7 @@ def main() -> None:
           f"torch {torch.__version__}, torch.set_num_threads({args.threads}) and BLAS threads {args.threads} for every method")
     print(f"median of {epochs} epochs after 1 warm-up ({extra_epochs} for the extra regimes); "
           "train loss = last epoch's mean batch MSE on the standardised target")
+    print(f"`dlrun train` with train.threads unset would use {' or '.join(map(str, sorted(auto)))} thread(s) for these rows")
     print("(d) time = wall time between fit's epoch ends (training + its per-epoch validation scoring with torchmetrics "
           "+ best-weight copy); fit is called without runner's file callbacks except in the row that says so\n")
     header = f"{'method':<31}{'batch':>6}  {'hidden':<12}{'s/epoch':>9}{'train loss':>12}  note"

@@ -72,7 +72,7 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None if result.returncode == 0 else None
 
 
-def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool) -> None:
+def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool, durable: bool = True) -> None:
     """An explicit dict of state_dicts and plain values, loadable with weights_only=True."""
     checkpoint = {
         "version": CHECKPOINT_VERSION,
@@ -86,7 +86,7 @@ def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool) ->
         checkpoint["optimizer"] = state.optimizer.state_dict()
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb")
+    write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb", durable=durable)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

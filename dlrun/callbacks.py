@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from dlrun.artifacts import save_checkpoint
-from dlrun.io import write_csv
+from dlrun.io import flush_to_disk, write_csv
 from dlrun.trainer import Callback, TrainState
 
 
@@ -32,7 +32,7 @@ class MetricsLog(Callback):
         self.path = Path(path)
 
     def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
-        write_csv(self.path, pd.DataFrame(state.history))
+        write_csv(self.path, pd.DataFrame(state.history), durable=False)
 
 
 class Checkpoints(Callback):
@@ -42,9 +42,14 @@ class Checkpoints(Callback):
         self.directory = Path(directory)
 
     def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
-        save_checkpoint(self.directory / "last.pt", state, include_optimizer=True)
+        save_checkpoint(self.directory / "last.pt", state, include_optimizer=True, durable=False)
         if state.improved:
-            save_checkpoint(self.directory / "best.pt", state, include_optimizer=False)
+            save_checkpoint(self.directory / "best.pt", state, include_optimizer=False, durable=False)
+
+    def on_train_end(self, state: TrainState) -> None:
+        # The checkpoints a finished run is served from must survive a power cut, not only a crash.
+        for name in ("last.pt", "best.pt"):
+            flush_to_disk(self.directory / name)
 
 
 class RichProgress(Callback):

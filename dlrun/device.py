@@ -21,9 +21,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 # Multiply-adds per training step below which one CPU thread beats several: thread start-up and
-# synchronisation cost more than a small matmul (measured: a 10-128-64-1 MLP at batch 64 steps 0.5 ms on one
-# thread and several times slower on two).
-SMALL_STEP_MACS = 20_000_000
+# synchronisation cost more than a small matmul. Measured on 2 cores: a 10-128-64-1 MLP at batch 64 steps in
+# 0.5 ms on one thread and 14 ms on two; a 512-256 MLP at batch 256 (35M MACs) took 0.09 s an epoch on one, 0.46 s on two.
+SMALL_STEP_MACS = 200_000_000
 
 
 def choose_threads(requested: int | None, n_features: int, hidden: list[int], batch_size: int, device: torch.device) -> int:

@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Call `write(fh)` on a temp file beside `path`, then rename it over `path`."""
+def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", durable: bool = True) -> None:
+    """Call `write(fh)` on a temp file beside `path`, then rename it over `path`.
+
+    The rename alone keeps readers and crashes from seeing half a file; `durable` also fsyncs so the file survives a
+    power cut. Files rewritten every epoch skip that (it costs milliseconds), as the next epoch rewrites them anyway.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -20,11 +24,18 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def flush_to_disk(path: Path) -> None:
+    """fsync a file written with durable=False, once its last version is in place."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def _umask() -> int:
@@ -42,9 +53,9 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default) + "\n")
 
 
-def write_csv(path: Path, frame) -> None:
+def write_csv(path: Path, frame, durable: bool = True) -> None:
     """Write a pandas DataFrame as CSV without its index."""
-    write_atomic(path, lambda fh: frame.to_csv(fh, index=False), mode="w")
+    write_atomic(path, lambda fh: frame.to_csv(fh, index=False), mode="w", durable=durable)
 
 
 def read_json(path: Path) -> Any:

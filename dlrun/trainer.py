@@ -71,13 +71,16 @@ def make_optimizer(params, cfg: OptimizerConfig, device: torch.device) -> torch.
 
 def compute_loss(outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor], prep: Preprocessor, weights: dict[str, float]) -> torch.Tensor:
     """Weighted sum over targets of cross-entropy (on logits) or MSE (on scaled values)."""
-    total = 0.0
+    total = None
     for target, out in outputs.items():
         if prep.targets_[target]["task"] == "classification":
             loss = F.cross_entropy(out, y[target])
         else:
             loss = F.mse_loss(out.squeeze(1), y[target])
-        total = total + weights.get(target, 1.0) * loss
+        weight = weights.get(target, 1.0)
+        if weight != 1.0:  # each extra op is an autograd node on every step
+            loss = weight * loss
+        total = loss if total is None else total + loss
     return total
 
 
@@ -102,6 +105,10 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     shuffler = torch.Generator().manual_seed(cfg.seed)
     batch_size, n_rows = cfg.data.batch_size, len(train)
     weights = cfg.train.loss_weight
+    params = [p for p in model.parameters() if p.requires_grad]
+    # Rows in each batch, for the epoch's row-weighted mean loss; only the last batch may be short.
+    batch_rows = torch.tensor([min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)],
+                              dtype=torch.float32, device=device)
 
     for callback in callbacks:
         callback.on_train_begin(state)
@@ -113,19 +120,20 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         order = torch.randperm(n_rows, generator=shuffler).to(device) if cfg.data.shuffle else None
         X = train.X[order] if order is not None else train.X
         y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
-        loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per batch
+        batch_losses = []  # kept on the device and combined once: no host sync per batch
         for start in range(0, n_rows, batch_size):
             outputs = model(X[start : start + batch_size])
             loss = compute_loss(outputs, {t: v[start : start + batch_size] for t, v in y.items()}, prep, weights)
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
+                p.grad = None
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * min(batch_size, n_rows - start)
+            batch_losses.append(loss.detach())
 
         val_outputs = forward_split(model, val.X)
         row = {
             "epoch": epoch,
-            "train_loss": float(loss_sum / n_rows),
+            "train_loss": float(torch.stack(batch_losses) @ batch_rows / n_rows),
             "val_loss": float(compute_loss(val_outputs, val.y, prep, weights)),
             **flatten(score(val_outputs, val.y, prep), "val"),
             "lr": optimizer.param_groups[0]["lr"],
