@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -95,14 +95,25 @@ class PreprocessConfig(_Section):
 
 
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu"]
-Init = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+Init = Literal["default", "uniform", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ModelConfig(_Section):
     hidden: list[int] = Field([128, 64], description="Width of each hidden layer of the shared trunk.")
     activation: Activation = Field("relu", description="relu | leaky_relu | sigmoid | tanh | gelu | elu.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after each hidden layer.")
-    init: Init = Field("default", description="Weight initialisation: default (PyTorch), xavier_*, kaiming_*.")
+    leaky_relu_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
+    dropout: Union[Probability, list[Probability]] = Field(
+        0.1, description="Dropout after each hidden layer: one value, or a list with one value per layer."
+    )
+    norm: Literal["none", "batch", "layer"] = Field("none", description="Normalisation after each hidden Linear: none | batch | layer.")
+    init: Init = Field(
+        "default",
+        description="Weights: default (PyTorch), uniform (±init_range), normal (init_std), xavier_*, kaiming_* (gain from the activation).",
+    )
+    init_range: float = Field(0.05, gt=0, description="Half-width of `init: uniform`.")
+    init_std: float = Field(0.02, gt=0, description="Standard deviation of `init: normal`.")
+    bias_init: Literal["default", "zero"] = Field("default", description="Biases: PyTorch's default or zero.")
 
     @field_validator("hidden")
     @classmethod
@@ -111,12 +122,37 @@ class ModelConfig(_Section):
             raise ValueError(f"every hidden width must be >= 1, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _dropout_per_layer(self) -> "ModelConfig":
+        if isinstance(self.dropout, list) and len(self.dropout) != len(self.hidden):
+            raise ValueError(
+                f"model.dropout lists {len(self.dropout)} values but model.hidden has {len(self.hidden)} layers; "
+                "give one value per layer or a single number"
+            )
+        return self
+
+    def layer_dropout(self) -> list[float]:
+        return list(self.dropout) if isinstance(self.dropout, list) else [self.dropout] * len(self.hidden)
+
 
 class OptimizerConfig(_Section):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adamw", description="adam | adamw | sgd | rmsprop.")
     lr: float = Field(0.001, gt=0, le=10, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum for sgd and rmsprop (ignored by adam/adamw).")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd with momentum > 0).")
+    alpha: float = Field(0.99, gt=0, lt=1, description="rmsprop: smoothing of the squared-gradient average.")
     weight_decay: float = Field(1e-4, ge=0, le=1, description="L2 penalty (decoupled for adamw).")
+    decay_bias_and_norm: bool = Field(
+        True, description="Apply weight_decay to biases and norm-layer weights too; false decays only Linear weights."
+    )
+
+    @model_validator(mode="after")
+    def _nesterov_needs_sgd_momentum(self) -> "OptimizerConfig":
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError(
+                f"optimizer.nesterov needs name: sgd and momentum > 0 (got name: {self.name}, momentum: {self.momentum})"
+            )
+        return self
 
 
 class EarlyStoppingConfig(_Section):

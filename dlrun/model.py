@@ -26,10 +26,16 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
-        for hidden in cfg.hidden:
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[cfg.activation]()]
-            if cfg.dropout > 0:
-                layers.append(nn.Dropout(cfg.dropout))
+        for hidden, dropout in zip(cfg.hidden, cfg.layer_dropout()):
+            layers.append(nn.Linear(width, hidden))
+            if cfg.norm == "batch":
+                layers.append(nn.BatchNorm1d(hidden))
+            elif cfg.norm == "layer":
+                layers.append(nn.LayerNorm(hidden))
+            activation = ACTIVATIONS[cfg.activation]
+            layers.append(activation(cfg.leaky_relu_slope) if cfg.activation == "leaky_relu" else activation())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             width = hidden
         self.trunk = nn.Sequential(*layers)
         # A list, not a ModuleDict: target names such as `type` or `a.b` are not valid module attribute names.
@@ -46,21 +52,29 @@ def build_model(n_features: int, output_sizes: dict[str, int], cfg: ModelConfig,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MLP(n_features, output_sizes, cfg)
-        if cfg.init != "default":
-            _initialise(model, cfg.init, INIT_NONLINEARITY[cfg.activation])
+        _initialise(model, cfg)
     return model
 
 
-def _initialise(model: nn.Module, scheme: str, nonlinearity: str) -> None:
+def _initialise(model: nn.Module, cfg: ModelConfig) -> None:
+    """Re-draw Linear weights (and zero biases) as the config asks; `default` keeps PyTorch's own init."""
+    nonlinearity = INIT_NONLINEARITY[cfg.activation]
+    slope = {"a": cfg.leaky_relu_slope} if cfg.activation == "leaky_relu" else {}
+    gain = nn.init.calculate_gain(nonlinearity, cfg.leaky_relu_slope if cfg.activation == "leaky_relu" else None)
     for module in model.modules():
         if not isinstance(module, nn.Linear):
             continue
-        if scheme == "xavier_uniform":
-            nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(nonlinearity))
-        elif scheme == "xavier_normal":
-            nn.init.xavier_normal_(module.weight, gain=nn.init.calculate_gain(nonlinearity))
-        elif scheme == "kaiming_uniform":
-            nn.init.kaiming_uniform_(module.weight, nonlinearity=nonlinearity)
-        elif scheme == "kaiming_normal":
-            nn.init.kaiming_normal_(module.weight, nonlinearity=nonlinearity)
-        nn.init.zeros_(module.bias)
+        if cfg.init == "uniform":
+            nn.init.uniform_(module.weight, -cfg.init_range, cfg.init_range)
+        elif cfg.init == "normal":
+            nn.init.normal_(module.weight, std=cfg.init_std)
+        elif cfg.init == "xavier_uniform":
+            nn.init.xavier_uniform_(module.weight, gain=gain)
+        elif cfg.init == "xavier_normal":
+            nn.init.xavier_normal_(module.weight, gain=gain)
+        elif cfg.init == "kaiming_uniform":
+            nn.init.kaiming_uniform_(module.weight, nonlinearity=nonlinearity, **slope)
+        elif cfg.init == "kaiming_normal":
+            nn.init.kaiming_normal_(module.weight, nonlinearity=nonlinearity, **slope)
+        if cfg.bias_init == "zero":
+            nn.init.zeros_(module.bias)

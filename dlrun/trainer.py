@@ -57,16 +57,28 @@ class Callback:
     def on_train_end(self, state: TrainState) -> None: ...
 
 
-def make_optimizer(params, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = _decay_groups(model, cfg)
     # The fused kernels update every parameter in one call instead of one small op per tensor.
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=cfg.lr, **fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fused)
+    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=cfg.alpha)
+
+
+def _decay_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict[str, Any]]:
+    """Parameter groups with their weight decay: all decayed, or only Linear weights (biases and norms exempt)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay_bias_and_norm:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    decayed = [p for p in params if id(p) in linear_weights]
+    exempt = [p for p in params if id(p) not in linear_weights]
+    return [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
 def compute_loss(outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor], prep: Preprocessor, weights: dict[str, float]) -> torch.Tensor:
@@ -100,7 +112,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     stopping = cfg.train.early_stopping
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
-    optimizer = make_optimizer(model.parameters(), cfg.optimizer, device)
+    optimizer = make_optimizer(model, cfg.optimizer, device)
     state = TrainState(model, optimizer, monitor, maximise)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     batch_size, n_rows = cfg.data.batch_size, len(train)

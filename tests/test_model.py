@@ -62,16 +62,51 @@ def test_build_leaves_the_global_generator_alone():
     assert torch.equal(torch.get_rng_state(), before)
 
 
-@pytest.mark.parametrize("init", ["xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"])
+@pytest.mark.parametrize("init", ["uniform", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"])
 def test_init_scheme_changes_the_weights(init):
     default = weights(build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8]), seed=0))
-    custom = build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init), seed=0)
+    custom = build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init, bias_init="zero"), seed=0)
     changed = weights(custom)
     assert not same_weights(default, changed)
     for module in custom.modules():
         if isinstance(module, nn.Linear):
             assert torch.count_nonzero(module.bias) == 0
-    assert same_weights(changed, weights(build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init), seed=0)))
+    again = build_model(6, {"y": 3}, ModelConfig(hidden=[16, 8], init=init, bias_init="zero"), seed=0)
+    assert same_weights(changed, weights(again))
+
+
+def test_default_bias_init_keeps_pytorch_biases():
+    model = build_model(6, {"y": 3}, ModelConfig(hidden=[16], init="xavier_uniform"), seed=0)
+    assert torch.count_nonzero(model.trunk[0].bias) > 0
+
+
+def test_uniform_and_normal_init_follow_their_range_and_std():
+    uniform = build_model(300, {"y": 1}, ModelConfig(hidden=[300], init="uniform", init_range=0.2), seed=0).trunk[0].weight
+    assert uniform.abs().max().item() <= 0.2 and uniform.abs().max().item() > 0.19
+    normal = build_model(300, {"y": 1}, ModelConfig(hidden=[300], init="normal", init_std=0.3), seed=0).trunk[0].weight
+    assert normal.std().item() == pytest.approx(0.3, rel=0.05)
+
+
+def test_leaky_relu_uses_the_configured_slope():
+    model = build_model(2, {"y": 1}, ModelConfig(hidden=[4], activation="leaky_relu", leaky_relu_slope=0.2, dropout=0), seed=0)
+    activation = model.trunk[1]
+    assert isinstance(activation, nn.LeakyReLU)
+    assert activation(torch.tensor([-1.0])).item() == pytest.approx(-0.2)
+
+
+def test_dropout_per_layer_and_norm_layers_are_built():
+    model = build_model(6, {"y": 1}, ModelConfig(hidden=[16, 8], dropout=[0.3, 0.0], norm="batch"), seed=0)
+    kinds = [type(m).__name__ for m in model.trunk]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU"]
+    assert model.trunk[3].p == 0.3
+    layer = build_model(6, {"y": 1}, ModelConfig(hidden=[16], norm="layer", dropout=0), seed=0)
+    assert isinstance(layer.trunk[1], nn.LayerNorm)
+
+
+def test_layer_norm_normalises_each_row():
+    model = build_model(6, {"y": 1}, ModelConfig(hidden=[32], norm="layer", dropout=0), seed=0).eval()
+    normalised = model.trunk[:2](torch.randn(5, 6) * 10)  # after Linear + LayerNorm: (5, 32)
+    assert torch.allclose(normalised.mean(dim=1), torch.zeros(5), atol=1e-5)
 
 
 def test_kaiming_init_has_the_expected_spread():

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from dlrun.callbacks import EarlyStopping
-from dlrun.config import validate_config
+from dlrun.config import ModelConfig, OptimizerConfig, validate_config
 from dlrun.inference import to_split
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
-from dlrun.trainer import Callback, compute_loss, fit
+from dlrun.trainer import Callback, compute_loss, fit, make_optimizer
 
 from conftest import FAST, merge
 
@@ -209,3 +209,49 @@ def test_train_loss_is_the_row_weighted_mean_over_batches():
     initial = compute_loss(model(train.X), train.y, prep, {}).item()
     state = fit(model, train, val, prep, cfg, CPU)
     assert state.history[0]["train_loss"] == pytest.approx(initial, rel=1e-5)
+
+
+# ---- optimizer options ------------------------------------------------------------------------
+def _tiny_model():
+    return build_model(4, {"y": 1}, ModelConfig(hidden=[8], norm="layer", dropout=0), seed=0)
+
+
+def test_decay_bias_and_norm_false_exempts_biases_and_norm_weights():
+    model = _tiny_model()
+    optimizer = make_optimizer(model, OptimizerConfig(weight_decay=0.1, decay_bias_and_norm=False), torch.device("cpu"))
+    decayed, exempt = optimizer.param_groups
+    assert decayed["weight_decay"] == 0.1 and exempt["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"])  # only Linear weight matrices
+    assert all(p.dim() == 1 for p in exempt["params"])  # biases and LayerNorm weights
+    assert len(decayed["params"]) + len(exempt["params"]) == len(list(model.parameters()))
+
+
+def test_weight_decay_shrinks_weights_when_gradients_are_zero():
+    model = _tiny_model()
+    before = model.trunk[0].weight.detach().clone()
+    optimizer = make_optimizer(model, OptimizerConfig(name="sgd", lr=0.1, momentum=0, weight_decay=0.5), torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    assert torch.allclose(model.trunk[0].weight, before * (1 - 0.1 * 0.5))
+
+
+@pytest.mark.parametrize("options", [
+    {"name": "sgd", "momentum": 0.9, "nesterov": True},
+    {"name": "rmsprop", "momentum": 0.5, "alpha": 0.9},
+    {"name": "adam"},
+    {"name": "adamw"},
+])
+def test_each_optimizer_gets_its_options(options):
+    optimizer = make_optimizer(_tiny_model(), OptimizerConfig(**options), torch.device("cpu"))
+    group = optimizer.param_groups[0]
+    for key in ("momentum", "nesterov", "alpha"):
+        if key in options and key != "name":
+            assert group[key] == options[key]
+
+
+def test_nesterov_without_sgd_momentum_is_a_config_error():
+    with pytest.raises(ValueError, match="optimizer.nesterov"):
+        OptimizerConfig(name="adam", nesterov=True)
+    with pytest.raises(ValueError, match="optimizer.nesterov"):
+        OptimizerConfig(name="sgd", momentum=0, nesterov=True)
