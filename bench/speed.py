@@ -46,7 +46,8 @@ from dlrun.inference import to_split
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
 from dlrun.runner import resolve
-from dlrun.trainer import Callback, fit
+from dlrun.callbacks import Callback
+from dlrun.trainer import fit
 
 N_TRAIN, N_VAL, N_TEST, N_FEATURES = 10_000, 2_000, 100, 10
 SEED = 0

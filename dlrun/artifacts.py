@@ -21,7 +21,7 @@ from dlrun.model import MLP, build_model
 from dlrun.preprocess import Preprocessor
 
 if TYPE_CHECKING:
-    from dlrun.trainer import TrainState
+    from dlrun.callbacks import TrainState
 
 CHECKPOINT_VERSION = 1
 

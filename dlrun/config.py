@@ -174,6 +174,23 @@ class TrainConfig(_Section):
     loss_weight: dict[str, float] = Field(
         default_factory=dict, description="Weight of each target's loss in the total (default 1.0 per target)."
     )
+    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value each step (null: no clipping).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy of classification targets.")
+    class_weights: Literal["none", "balanced"] = Field(
+        "none", description="balanced: weight each class by n_rows / (n_classes * its rows) in the cross-entropy."
+    )
+
+
+class SchedulerConfig(_Section):
+    name: Literal["none", "step", "cosine", "one_cycle", "plateau"] = Field(
+        "none", description="Learning-rate schedule per epoch: none | step | cosine | one_cycle | plateau."
+    )
+    warmup_epochs: int = Field(0, ge=0, description="Epochs of linear warm-up from lr / (warmup_epochs + 1) before the schedule.")
+    step_size: int = Field(30, ge=1, description="step: epochs between reductions.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step: factor applied every step_size epochs.")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine and plateau: the lowest lr as a fraction of the initial lr.")
+    factor: float = Field(0.5, gt=0, lt=1, description="plateau: factor applied when the monitored metric stalls.")
+    patience: int = Field(5, ge=1, description="plateau: epochs without improvement before reducing the lr.")
 
 
 class Config(_Section):
@@ -184,7 +201,8 @@ class Config(_Section):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The MLP: a shared trunk and one head per target.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="How weights are updated.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping and loss weights.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="How the learning rate changes per epoch.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping, loss and regularisation.")
 
     @field_validator("device")
     @classmethod

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from dlrun.artifacts import create_run_dir, environment, now, write_config, write_run_info
-from dlrun.callbacks import Checkpoints, EarlyStopping, MetricsLog
+from dlrun.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device
@@ -20,7 +20,7 @@ from dlrun.io import write_csv, write_json
 from dlrun.metrics import epoch_columns, score
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
-from dlrun.trainer import Callback, fit, forward_split
+from dlrun.trainer import fit, forward_split
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     write_config(run_dir, cfg)
     write_json(run_dir / "preprocess.json", prep.to_dict())
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
-    if cfg.train.early_stopping:
-        loop_callbacks.append(EarlyStopping(cfg.train.early_stopping.patience))
     threads_before = torch.get_num_threads()
     try:
         torch.set_num_threads(threads)

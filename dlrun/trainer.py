@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dlrun.callbacks import Callback, EarlyStopping, TrainState
 from dlrun.config import Config, OptimizerConfig
+from dlrun.losses import Criterion
 from dlrun.metrics import flatten, is_maximised, score
 from dlrun.preprocess import Preprocessor
+from dlrun.schedule import LRSchedule
 
 # Rows per forward pass when scoring a whole split; bounds memory on large tables.
 EVAL_CHUNK_ROWS = 65_536
@@ -27,34 +29,6 @@ class Split:
 
     def __len__(self) -> int:
         return self.X.shape[0]
-
-
-@dataclass
-class TrainState:
-    """What callbacks may read (and `stop` they may set) at each hook."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    monitor: str
-    maximise: bool
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    improved: bool = False
-    stop: bool = False
-    stop_reason: str = ""
-
-
-class Callback:
-    """Hooks into `fit`; each does nothing unless overridden."""
-
-    def on_train_begin(self, state: TrainState) -> None: ...
-
-    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None: ...
-
-    def on_train_end(self, state: TrainState) -> None: ...
 
 
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -81,21 +55,6 @@ def _decay_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict[str, Any]
     return [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
 
 
-def compute_loss(outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor], prep: Preprocessor, weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum over targets of cross-entropy (on logits) or MSE (on scaled values)."""
-    total = None
-    for target, out in outputs.items():
-        if prep.targets_[target]["task"] == "classification":
-            loss = F.cross_entropy(out, y[target])
-        else:
-            loss = F.mse_loss(out.squeeze(1), y[target])
-        weight = weights.get(target, 1.0)
-        if weight != 1.0:  # each extra op is an autograd node on every step
-            loss = weight * loss
-        total = loss if total is None else total + loss
-    return total
-
-
 @torch.inference_mode()
 def forward_split(model: nn.Module, X: torch.Tensor) -> dict[str, torch.Tensor]:
     """Model outputs for every row, in eval mode (dropout off), chunked to bound memory."""
@@ -116,17 +75,22 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     state = TrainState(model, optimizer, monitor, maximise)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     batch_size, n_rows = cfg.data.batch_size, len(train)
-    weights = cfg.train.loss_weight
+    criterion = Criterion(prep, cfg.train, train.y)
+    clip = cfg.train.grad_clip
     params = [p for p in model.parameters() if p.requires_grad]
     # Rows in each batch, for the epoch's row-weighted mean loss; only the last batch may be short.
     batch_rows = torch.tensor([min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)],
                               dtype=torch.float32, device=device)
+
+    callbacks = [LRSchedule(cfg.scheduler, cfg.train.epochs)] + ([EarlyStopping(stopping.patience)] if stopping else []) + list(callbacks)
 
     for callback in callbacks:
         callback.on_train_begin(state)
     for epoch in range(1, cfg.train.epochs + 1):
         started = time.perf_counter()
         state.epoch = epoch
+        for callback in callbacks:
+            callback.on_epoch_begin(state)
         model.train()
         # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
         order = torch.randperm(n_rows, generator=shuffler).to(device) if cfg.data.shuffle else None
@@ -135,10 +99,12 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         batch_losses = []  # kept on the device and combined once: no host sync per batch
         for start in range(0, n_rows, batch_size):
             outputs = model(X[start : start + batch_size])
-            loss = compute_loss(outputs, {t: v[start : start + batch_size] for t, v in y.items()}, prep, weights)
+            loss = criterion(outputs, {t: v[start : start + batch_size] for t, v in y.items()})
             for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
                 p.grad = None
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip)
             optimizer.step()
             batch_losses.append(loss.detach())
 
@@ -146,7 +112,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         row = {
             "epoch": epoch,
             "train_loss": float(torch.stack(batch_losses) @ batch_rows / n_rows),
-            "val_loss": float(compute_loss(val_outputs, val.y, prep, weights)),
+            "val_loss": float(criterion(val_outputs, val.y)),
             **flatten(score(val_outputs, val.y, prep), "val"),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,

@@ -16,7 +16,8 @@ from dlrun.errors import ConfigError, RunError
 from dlrun.inference import prediction_frame
 from dlrun.model import build_model
 from dlrun.runner import train
-from dlrun.trainer import TrainState, forward_split
+from dlrun.callbacks import TrainState
+from dlrun.trainer import forward_split
 
 from conftest import FAST, merge
 

@@ -12,7 +12,7 @@ import yaml
 import dlrun
 from dlrun.config import load_config
 from dlrun.errors import ConfigError, DataError, DlrunError
-from dlrun.trainer import Callback
+from dlrun.callbacks import Callback
 
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,11 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from dlrun.callbacks import EarlyStopping
-from dlrun.config import ModelConfig, OptimizerConfig, validate_config
+from dlrun.config import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, validate_config
 from dlrun.inference import to_split
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
-from dlrun.trainer import Callback, compute_loss, fit, make_optimizer
+from dlrun.callbacks import Callback
+from dlrun.losses import Criterion, balanced_class_weights
+from dlrun.schedule import LRSchedule
+from dlrun.trainer import fit, make_optimizer
 
 from conftest import FAST, merge
 
@@ -191,9 +196,9 @@ def test_multi_target_loss_is_the_weighted_sum():
     cfg, prep, model, train, _ = setup(frame, frame, targets=("y", "z"))
     outputs = model(train.X)
     expected = 0.3 * F.cross_entropy(outputs["y"], train.y["y"]) + 2.0 * F.mse_loss(outputs["z"].squeeze(1), train.y["z"])
-    got = compute_loss(outputs, train.y, prep, {"y": 0.3, "z": 2.0})
+    got = Criterion(prep, TrainConfig(loss_weight={"y": 0.3, "z": 2.0}), train.y)(outputs, train.y)
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
-    default = compute_loss(outputs, train.y, prep, {})
+    default = Criterion(prep, TrainConfig(), train.y)(outputs, train.y)
     assert default.item() == pytest.approx(
         (F.cross_entropy(outputs["y"], train.y["y"]) + F.mse_loss(outputs["z"].squeeze(1), train.y["z"])).item(), rel=1e-6
     )
@@ -206,7 +211,7 @@ def test_train_loss_is_the_row_weighted_mean_over_batches():
     cfg, prep, model, train, val = setup(frame, frame, targets=("z",), data={"dataset": "synthetic", "batch_size": 4},
                                          optimizer={"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0},
                                          train={"epochs": 1})
-    initial = compute_loss(model(train.X), train.y, prep, {}).item()
+    initial = Criterion(prep, TrainConfig(), train.y)(model(train.X), train.y).item()
     state = fit(model, train, val, prep, cfg, CPU)
     assert state.history[0]["train_loss"] == pytest.approx(initial, rel=1e-5)
 
@@ -255,3 +260,80 @@ def test_nesterov_without_sgd_momentum_is_a_config_error():
         OptimizerConfig(name="adam", nesterov=True)
     with pytest.raises(ValueError, match="optimizer.nesterov"):
         OptimizerConfig(name="sgd", momentum=0, nesterov=True)
+
+
+# ---- regularisation -----------------------------------------------------------------------------
+def test_label_smoothing_raises_the_loss_of_a_confident_correct_prediction():
+    frame = random_frame(12, 0)
+    cfg, prep, model, train, _ = setup(frame, frame, targets=("y",))
+    confident = {"y": torch.nn.functional.one_hot(train.y["y"], len(prep.classes("y"))).float() * 20}
+    plain = Criterion(prep, TrainConfig(), train.y)(confident, train.y)
+    smoothed = Criterion(prep, TrainConfig(label_smoothing=0.2), train.y)(confident, train.y)
+    assert plain.item() < 1e-6 < smoothed.item()
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2])
+    expected = compute_class_weight("balanced", classes=np.array([0, 1, 2]), y=labels.numpy())
+    assert torch.allclose(balanced_class_weights(labels, 3), torch.tensor(expected, dtype=torch.float32))
+    assert balanced_class_weights(labels, 4)[3] == 0  # a class absent from training adds nothing
+
+
+def test_gradient_clipping_bounds_the_update():
+    frame = random_frame(32, 0)
+    common = dict(targets=("z",), optimizer={"name": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0},
+                  train={"epochs": 1, "early_stopping": None}, data={"dataset": "synthetic", "batch_size": 32, "shuffle": False})
+    moved = {}
+    for clip in (None, 1e-3):
+        cfg, prep, model, train, val = setup(frame, frame, **merge(common, {"train": {"grad_clip": clip}}))
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        fit(model, train, val, prep, cfg, CPU)
+        moved[clip] = (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm().item()
+    assert moved[1e-3] == pytest.approx(1e-3, rel=1e-3)  # one SGD step of lr 1 moves exactly the clipped norm
+    assert moved[None] > 10 * moved[1e-3]
+
+
+# ---- learning-rate schedules --------------------------------------------------------------------
+def _lrs(scheduler: dict, epochs: int = 10, **extra) -> list[float]:
+    frame = random_frame(16, 0)
+    cfg, prep, model, train, val = setup(frame, frame, targets=("z",), data={"dataset": "synthetic", "batch_size": 16},
+                                         optimizer={"lr": 0.1}, train={"epochs": epochs, "early_stopping": None}, **extra)
+    cfg = cfg.model_copy(update={"scheduler": SchedulerConfig(**scheduler)})
+    return [row["lr"] for row in fit(model, train, val, prep, cfg, CPU).history]
+
+
+def test_step_schedule_multiplies_by_gamma_every_step_size_epochs():
+    assert _lrs({"name": "step", "step_size": 3, "gamma": 0.5}, epochs=7) == pytest.approx(
+        [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025])
+
+
+def test_cosine_schedule_falls_from_lr_to_min_lr():
+    lrs = _lrs({"name": "cosine", "min_lr_ratio": 0.1}, epochs=11)
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_one_cycle_rises_to_the_lr_then_anneals_far_below_it():
+    lrs = _lrs({"name": "one_cycle"}, epochs=21)
+    peak = int(np.argmax(lrs))
+    assert lrs[0] == pytest.approx(0.1 / 25) and lrs[peak] == pytest.approx(0.1)
+    assert 0 < peak < len(lrs) - 1 and lrs[-1] < 1e-5
+
+
+def test_warmup_ramps_up_before_the_schedule():
+    assert _lrs({"name": "none", "warmup_epochs": 3}, epochs=5) == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1])
+
+
+def test_plateau_reduces_the_lr_when_the_monitor_stalls():
+    schedule = LRSchedule(SchedulerConfig(name="plateau", patience=2, factor=0.5), total_epochs=8)
+    state = SimpleNamespace(monitor="val_loss", maximise=False)
+    factors = []
+    for epoch, val_loss in enumerate([1.0, 0.9, 0.9, 0.9, 0.9, 0.95, 0.99, 0.8], start=1):
+        state.epoch = epoch
+        factors.append(schedule.factor(epoch))
+        schedule.on_epoch_end(state, {"val_loss": val_loss})
+    # best 0.9 at epoch 2; epochs 3-5 do not improve, the third of them (> patience 2) halves the lr for epoch 6
+    assert factors == [1, 1, 1, 1, 1, 0.5, 0.5, 0.5]
+    assert schedule.factor(9) == 0.5  # epoch 8 improved, so no further cut
