@@ -179,6 +179,23 @@ class TrainConfig(_Section):
     class_weights: Literal["none", "balanced"] = Field(
         "none", description="balanced: weight each class by n_rows / (n_classes * its rows) in the cross-entropy."
     )
+    init_from: Optional[str] = Field(
+        None, description="Start from the weights of an earlier run directory or checkpoint file (layers whose shapes match)."
+    )
+    freeze: list[Union[int, str]] = Field(
+        default_factory=list,
+        description="Trunk layers whose weights stay fixed: Linear layer indices (0 = first) or parameter-name prefixes such as trunk.0.",
+    )
+    trunk_lr: Optional[float] = Field(
+        None, gt=0, le=10, description="Learning rate of the (unfrozen) trunk when fine-tuning; heads keep optimizer.lr (null: the same lr)."
+    )
+
+
+class AugmentConfig(_Section):
+    noise_std: float = Field(0.0, ge=0, le=10, description="Gaussian noise (std, in scaled units) added to numeric features of training batches.")
+    mask_prob: float = Field(0.0, ge=0, lt=1, description="Probability that each feature of a training row is zeroed (random feature masking).")
+    smote: bool = Field(False, description="Oversample minority classes of the (single) classification target with SMOTE, training split only.")
+    smote_k: int = Field(5, ge=1, le=100, description="SMOTE: nearest neighbours used to synthesise a row.")
 
 
 class SchedulerConfig(_Section):
@@ -201,6 +218,7 @@ class Config(_Section):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The MLP: a shared trunk and one head per target.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="How weights are updated.")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-split-only data augmentation.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="How the learning rate changes per epoch.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping, loss and regularisation.")
 
