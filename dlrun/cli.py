@@ -69,6 +69,8 @@ def train(
             return train_run(cfg, runs_dir, callbacks=[progress])
 
     result = guarded(run)
+    for note in result.notes:
+        stderr.print(note, highlight=False)
     stderr.print(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}")
     for table in _metrics_tables(result.metrics, result.cfg.data.units):
         stderr.print(table)

@@ -21,6 +21,7 @@ from dlrun.metrics import epoch_columns, score
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
 from dlrun.trainer import fit, forward_split
+from dlrun.transfer import prepare_for_finetuning
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Run:
     monitor: str
     stop_reason: str
     data_summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
 
 
 def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = ()) -> Run:
@@ -46,6 +48,7 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
     splits = {name: to_split(prep, dataset.part(name), device) for name in SPLITS}
     model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
+    notes = prepare_for_finetuning(model, cfg.train)
     summary = summarise(dataset, prep)
 
     threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
@@ -53,7 +56,7 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), cfg.name)
     info = {"status": "running", "started": now(), "ended": None, "seed": cfg.seed, "device": str(device), "threads": threads,
-            **environment(), "data": summary}
+            **environment(), "data": summary, "notes": notes}
     write_run_info(run_dir, info)
     write_config(run_dir, cfg)
     write_json(run_dir / "preprocess.json", prep.to_dict())
@@ -75,7 +78,7 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
                              "stop_reason": state.stop_reason or "reached train.epochs"})
-    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, summary)
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, summary, notes)
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:

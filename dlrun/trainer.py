@@ -31,8 +31,8 @@ class Split:
         return self.X.shape[0]
 
 
-def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
-    groups = _decay_groups(model, cfg)
+def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device, trunk_lr: float | None = None) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg, trunk_lr)
     # The fused kernels update every parameter in one call instead of one small op per tensor.
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if cfg.name == "adam":
@@ -44,15 +44,18 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device)
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=cfg.alpha)
 
 
-def _decay_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict[str, Any]]:
-    """Parameter groups with their weight decay: all decayed, or only Linear weights (biases and norms exempt)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.decay_bias_and_norm:
-        return [{"params": params, "weight_decay": cfg.weight_decay}]
+def _param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by weight decay (biases and norms may be exempt) and learning rate (the trunk
+    may fine-tune slower than the heads). Frozen parameters are left out."""
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    decayed = [p for p in params if id(p) in linear_weights]
-    exempt = [p for p in params if id(p) not in linear_weights]
-    return [{"params": decayed, "weight_decay": cfg.weight_decay}, {"params": exempt, "weight_decay": 0.0}]
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = cfg.weight_decay if cfg.decay_bias_and_norm or id(param) in linear_weights else 0.0
+        lr = trunk_lr if trunk_lr is not None and name.startswith("trunk.") else cfg.lr
+        groups.setdefault((decay, lr), []).append(param)
+    return [{"params": params, "weight_decay": decay, "lr": lr} for (decay, lr), params in groups.items()]
 
 
 @torch.inference_mode()
@@ -71,7 +74,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     stopping = cfg.train.early_stopping
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
-    optimizer = make_optimizer(model, cfg.optimizer, device)
+    optimizer = make_optimizer(model, cfg.optimizer, device, cfg.train.trunk_lr)
     state = TrainState(model, optimizer, monitor, maximise)
     shuffler = torch.Generator().manual_seed(cfg.seed)
     batch_size, n_rows = cfg.data.batch_size, len(train)
