@@ -10,6 +10,8 @@ _LAZY = {
     "train": "dlrun.runner",
     "evaluate": "dlrun.inference",
     "predict": "dlrun.inference",
+    "resume": "dlrun.runner",
+    "check": "dlrun.sanity",
     "DlrunError": "dlrun.errors",
 }
 __all__ = ["__version__", *_LAZY]

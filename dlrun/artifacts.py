@@ -82,8 +82,11 @@ def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool, du
         "best_epoch": state.best_epoch,
         "model": state.model.state_dict(),
     }
-    if include_optimizer:
+    if include_optimizer:  # last.pt: everything `dlrun train --resume` needs to continue exactly
         checkpoint["optimizer"] = state.optimizer.state_dict()
+        checkpoint["history"] = state.history
+        checkpoint["rng"] = {"torch": torch.get_rng_state(), **{n: g.get_state() for n, g in state.generators.items()}}
+        checkpoint["callbacks"] = {type(cb).__name__: cb.state_dict() for cb in state.callbacks}
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb", durable=durable)
@@ -112,30 +115,46 @@ class FittedRun:
     device: torch.device
 
 
-def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
-    """Load config.yaml, preprocess.json and checkpoints/best.pt; raises RunError naming what is wrong."""
+@dataclass(frozen=True)
+class SavedRun:
+    """A run directory's resolved config and fitted preprocessing."""
+
+    cfg: Config
+    prep: Preprocessor
+
+
+def open_run_files(run_dir: Path) -> SavedRun:
+    """Load and check config.yaml and preprocess.json; raises RunError naming what is wrong."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory not found: {run_dir}")
-    for required in ("config.yaml", "preprocess.json", "checkpoints/best.pt"):
+    for required in ("config.yaml", "preprocess.json"):
         if not (run_dir / required).is_file():
-            raise RunError(f"{run_dir} is not a finished dlrun run: {required} is missing")
+            raise RunError(f"{run_dir} is not a dlrun run: {required} is missing")
     try:
         raw = yaml.safe_load((run_dir / "config.yaml").read_text())
         prep_state = read_json(run_dir / "preprocess.json")
     except (yaml.YAMLError, ValueError) as exc:
         raise RunError(f"{run_dir} has a damaged config.yaml or preprocess.json ({exc})") from None
     cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / "config.yaml"))
-    prep = Preprocessor.from_dict(prep_state)
+    return SavedRun(cfg, Preprocessor.from_dict(prep_state))
+
+
+def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
+    """Load config.yaml, preprocess.json and checkpoints/best.pt; raises RunError naming what is wrong."""
+    run_dir = Path(run_dir)
+    saved = open_run_files(run_dir)
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        raise RunError(f"{run_dir} is not a finished dlrun run: checkpoints/best.pt is missing")
     target_device = resolve_device(device or "cpu")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt", target_device)
-    model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed)
+    model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as exc:
         raise RunError(f"{run_dir}/checkpoints/best.pt does not match the run's model ({str(exc).splitlines()[0]})") from None
     model.to(target_device).eval()
-    return FittedRun(run_dir, cfg, prep, model, target_device)
+    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device)
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:

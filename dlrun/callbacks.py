@@ -28,6 +28,8 @@ class TrainState:
     improved: bool = False
     stop: bool = False
     stop_reason: str = ""
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # saved in last.pt, for exact resumption
+    callbacks: list["Callback"] = field(default_factory=list)
 
 
 class Callback:
@@ -40,6 +42,12 @@ class Callback:
     def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None: ...
 
     def on_train_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly; plain values and tensors only (loaded with weights_only)."""
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None: ...
 
 
 

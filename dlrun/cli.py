@@ -52,21 +52,29 @@ def main_options(
 
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (omit with --resume)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory."),
 ) -> None:
     """Train a model; prints the run directory as the last line of stdout."""
     from dlrun.config import load_config
+    from dlrun.errors import ConfigError
 
     def run():
-        cfg = load_config(config, set_, device)  # before the heavy imports: a config mistake is reported at once
+        if (config is None) == (resume is None):
+            raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR to continue a run (not both)")
+        if resume is not None and (set_ or device):
+            raise ConfigError("--set and --device cannot change a resumed run: it continues with its own config.yaml")
+        cfg = load_config(config, set_, device) if config else None  # before heavy imports: mistakes show at once
+        from dlrun.artifacts import open_run_files
         from dlrun.callbacks import RichProgress
-        from dlrun.runner import train as train_run
+        from dlrun.runner import resume as resume_run, train as train_run
 
-        with RichProgress(cfg.train.epochs) as progress:
-            return train_run(cfg, runs_dir, callbacks=[progress])
+        epochs = (cfg or open_run_files(resume).cfg).train.epochs
+        with RichProgress(epochs) as progress:
+            return train_run(cfg, runs_dir, callbacks=[progress]) if cfg else resume_run(resume, callbacks=[progress])
 
     result = guarded(run)
     for note in result.notes:
@@ -106,6 +114,72 @@ def predict(
     from dlrun.inference import predict as predict_rows
 
     typer.echo(str(guarded(lambda: predict_rows(run, input_csv, output, device))))
+
+
+@app.command()
+def check(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Most full-batch steps (default 2000; stops once overfitted)."),
+) -> None:
+    """Sanity check before training: validate config and data, print the data summary, then overfit one batch.
+
+    The batch is data.batch_size training rows; the configured model (dropout off) and optimizer train on it alone.
+    Exit status 0 when the batch is overfitted (100% accuracy, R² >= 0.99), 1 when it is not (a likely bug: the
+    numbers and likely causes are printed), 2 on a bad config or data. No run directory is created.
+    """
+    from dlrun.config import load_config
+
+    def run():
+        cfg = load_config(config, set_, device)  # before the heavy imports: a config mistake is reported at once
+        from dlrun.sanity import check as check_config
+
+        return check_config(cfg) if steps is None else check_config(cfg, steps)
+
+    report = guarded(run)
+    stderr.print(_summary_table(report.summary, report.cfg.data.units))
+    opt = report.cfg.optimizer
+    stderr.print(f"one batch of {report.n_rows} training rows, {report.steps} of at most {report.max_steps} full-batch "
+                 f"steps, {opt.name} lr {opt.lr:g}; {escape('; '.join(report.notes))}", highlight=False, soft_wrap=True)
+    table = Table("target", "metric", "on the batch", "needed", title="overfitting one batch")
+    for t in report.targets:
+        as_text = (lambda v: f"{v:.2%}") if t.metric == "accuracy" else _fmt
+        table.add_row(escape(t.target), t.metric, as_text(t.value), f">= {as_text(t.needed)}")
+    stderr.print(table)
+    near_zero = "near zero" if report.loss_near_zero else "not near zero"
+    stderr.print(f"loss {report.loss_start:.4f} -> {report.loss_end:.4f} ({near_zero})", highlight=False)
+    label = "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]"
+    stderr.print(f"{label} {escape(report.verdict)}", highlight=False, soft_wrap=True)
+    for line in report.advice:
+        stderr.print(f"  - {escape(line)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(0 if report.passed else 1)
+
+
+def _summary_table(summary: dict, units: dict[str, str]) -> Table:
+    """The data as `train` sees it: rows per split, features before and after encoding, each target's balance or range.
+    Column and class names are escaped: a name like [x] is data, not rich markup."""
+    table = Table("data", "value", title="data summary")
+    table.add_row("rows", ", ".join(f"{name} {n}" for name, n in summary["rows"].items()))
+    if summary["rows_dropped_missing_target"]:
+        table.add_row("rows left out", f"{summary['rows_dropped_missing_target']} (no target value)")
+    table.add_row("features", f"{summary['features_in']} columns -> {summary['features_encoded']} after encoding "
+                              f"({len(summary['numeric_features'])} numeric, {len(summary['categorical_features'])} text)")
+    if summary["unused_columns"]:
+        table.add_row("not used", escape(", ".join(summary["unused_columns"])))
+    if summary["missing_imputed_in_train"]:
+        missing = ", ".join(f"{c} {n}" for c, n in summary["missing_imputed_in_train"].items())
+        table.add_row("missing (train)", escape(missing))
+    for target, info in summary["targets"].items():
+        if info["task"] == "classification":
+            n_train = sum(info["class_counts"].values())
+            balance = ", ".join(f"{name} {n} ({n / n_train:.0%})" for name, n in info["class_counts"].items())
+            table.add_row(escape(f"{target} classes (train)"), escape(balance))
+        else:
+            unit = f" {units[target]}" if target in units else ""
+            span = f"{_fmt(info['min'])} .. {_fmt(info['max'])}, mean {_fmt(info['mean'])}{unit}"
+            table.add_row(escape(f"{target} range (train)"), escape(span))
+    return table
 
 
 @app.command()

@@ -8,20 +8,23 @@ from typing import Any, Sequence
 
 import pandas as pd
 import torch
+from torch import nn
 
-from dlrun.artifacts import create_run_dir, environment, now, write_config, write_run_info
+from dlrun.artifacts import (create_run_dir, environment, load_checkpoint, now, open_run_files, read_run_info, write_config,
+                             write_run_info)
+from dlrun.augment import onehot_blocks, oversample, smote_target
 from dlrun.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, RunError
 from dlrun.inference import confusion_frame, prediction_frame, to_split
 from dlrun.io import write_csv, write_json
 from dlrun.metrics import epoch_columns, score
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
-from dlrun.trainer import fit, forward_split
-from dlrun.transfer import prepare_for_finetuning
+from dlrun.trainer import Split, fit, forward_split
+from dlrun.transfer import freeze, prepare_for_finetuning
 
 
 @dataclass(frozen=True)
@@ -39,27 +42,92 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
 
 
-def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = ()) -> Run:
-    """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed."""
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs before it has a directory: checked data, fitted preprocessing, tensors, a model."""
+
+    cfg: Config  # resolved
+    device: torch.device
+    dataset: Dataset
+    prep: Preprocessor
+    splits: dict[str, Split]
+    model: nn.Module
+    summary: dict[str, Any]
+
+
+def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
+    """config -> checked rows -> fitted preprocessor -> tensors on the device -> model. Raises DlrunError on bad input.
+
+    With `prep` (a saved run's), its tasks and fitted state are reused instead of inferred and fitted again.
+    """
     device = resolve_device(cfg.device)
-    dataset = load_dataset(cfg.data, cfg.seed)
+    dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks if prep else None)
     cfg = resolve(cfg, dataset)
     _check_monitor(cfg, dataset.tasks)
-    prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
-    splits = {name: to_split(prep, dataset.part(name), device) for name in SPLITS}
+    if prep is None:
+        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+    train, n_synthetic = _train_split(cfg, dataset, prep, device)
+    splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
     model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
-    notes = prepare_for_finetuning(model, cfg.train)
-    summary = summarise(dataset, prep)
+    return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
 
-    threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
 
+def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torch.device) -> tuple[Split, int]:
+    """The training rows as tensors and how many synthetic rows augment.smote added to them (0 when it is off).
+
+    Only the training split is oversampled: validation and test keep the class balance the data really has.
+    """
+    rows = dataset.part("train")
+    if not cfg.augment.smote:
+        return to_split(prep, rows, device), 0
+    target = smote_target(dataset.tasks)
+    X, y = prep.transform_features(rows), prep.transform_targets(rows)[target]
+    X_over, y_over = oversample(X, y, cfg.augment.smote_k, cfg.seed, prep.classes(target), onehot_blocks(prep))
+    return Split(torch.from_numpy(X_over).to(device), {target: torch.from_numpy(y_over).to(device)}), len(y_over) - len(y)
+
+
+def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = ()) -> Run:
+    """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed."""
+    ready = prepare(cfg)
+    notes = prepare_for_finetuning(ready.model, ready.cfg.train)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
-    run_dir = create_run_dir(Path(runs_dir), cfg.name)
-    info = {"status": "running", "started": now(), "ended": None, "seed": cfg.seed, "device": str(device), "threads": threads,
-            **environment(), "data": summary, "notes": notes}
+    run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
+    info = {"status": "running", "started": now(), "ended": None, "seed": ready.cfg.seed, "device": str(ready.device),
+            **environment(), "data": ready.summary, "notes": notes}
+    write_config(run_dir, ready.cfg)
+    write_json(run_dir / "preprocess.json", ready.prep.to_dict())
+    return _execute(ready, run_dir, info, callbacks, resume=None)
+
+
+def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
+    """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped."""
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info.get("status") == "completed":
+        raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
+    for required in ("config.yaml", "preprocess.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        if not (run_dir / required).is_file():
+            raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it interrupted before its first epoch ended?)")
+    saved = open_run_files(run_dir)
+    ready = prepare(saved.cfg, saved.prep)
+    freeze(ready.model, ready.cfg.train.freeze)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt", ready.device)
+    if "history" not in checkpoint:
+        raise RunError(f"{run_dir}/checkpoints/last.pt holds no training state to resume from")
+    ready.model.load_state_dict(checkpoint["model"])
+    checkpoint["best_model"] = load_checkpoint(run_dir / "checkpoints" / "best.pt", ready.device)["model"]
+    resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
+    info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed}
+    return _execute(ready, run_dir, info, callbacks, resume=checkpoint)
+
+
+def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],
+             resume: dict[str, Any] | None) -> Run:
+    """Train inside an existing run directory, keeping run.json's status true whatever happens."""
+    cfg, device = ready.cfg, ready.device
+    threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
+    info = {**info, "threads": threads}
     write_run_info(run_dir, info)
-    write_config(run_dir, cfg)
-    write_json(run_dir / "preprocess.json", prep.to_dict())
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
     threads_before = torch.get_num_threads()
     try:
@@ -67,8 +135,9 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
         # Dropout draws from torch's global generator: fork it so the seed fixes it without leaking state.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            state = fit(model, splits["train"], splits["val"], prep, cfg, device, [*loop_callbacks, *callbacks])
-        metrics = write_results(run_dir, dataset, prep, model, splits)
+            state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                        [*loop_callbacks, *callbacks], resume=resume)
+        metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
     except BaseException as exc:
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
@@ -78,7 +147,8 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
                              "stop_reason": state.stop_reason or "reached train.epochs"})
-    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, summary, notes)
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, ready.summary,
+               info.get("notes", []))
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:

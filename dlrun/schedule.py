@@ -70,6 +70,11 @@ class LRSchedule(Callback):
     def state_dict(self) -> dict[str, float | int | None]:
         return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best, "plateau_bad_epochs": self.plateau_bad_epochs}
 
+    def load_state_dict(self, saved: dict) -> None:
+        self.plateau_scale = saved.get("plateau_scale", 1.0)
+        self.plateau_best = saved.get("plateau_best")
+        self.plateau_bad_epochs = saved.get("plateau_bad_epochs", 0)
+
 
 def _cosine_between(start: float, end: float, progress: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0))) / 2

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from dlrun.augment import batch_augment
 from dlrun.callbacks import Callback, EarlyStopping, TrainState
 from dlrun.config import Config, OptimizerConfig
 from dlrun.losses import Criterion
@@ -69,14 +70,18 @@ def forward_split(model: nn.Module, X: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Config, device: torch.device,
-        callbacks: Sequence[Callback] = ()) -> TrainState:
-    """Train `model` in place; returns the final state with the best epoch's weights loaded."""
+        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None) -> TrainState:
+    """Train `model` in place; returns the final state with the best epoch's weights loaded.
+
+    `resume` is a last.pt checkpoint (with `best_model` added from best.pt): training continues after its epoch
+    exactly as if it had never stopped. The model must already hold the checkpoint's weights.
+    """
     stopping = cfg.train.early_stopping
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
     optimizer = make_optimizer(model, cfg.optimizer, device, cfg.train.trunk_lr)
-    state = TrainState(model, optimizer, monitor, maximise)
     shuffler = torch.Generator().manual_seed(cfg.seed)
+    augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
     batch_size, n_rows = cfg.data.batch_size, len(train)
     criterion = Criterion(prep, cfg.train, train.y)
     clip = cfg.train.grad_clip
@@ -86,10 +91,14 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
                               dtype=torch.float32, device=device)
 
     callbacks = [LRSchedule(cfg.scheduler, cfg.train.epochs)] + ([EarlyStopping(stopping.patience)] if stopping else []) + list(callbacks)
+    generators = {"shuffle": shuffler, **({"augment": augment.generator} if augment is not None else {})}
+    state = TrainState(model, optimizer, monitor, maximise, generators=generators, callbacks=callbacks)
+    if resume is not None:
+        restore(state, resume)
 
     for callback in callbacks:
         callback.on_train_begin(state)
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
         started = time.perf_counter()
         state.epoch = epoch
         for callback in callbacks:
@@ -101,7 +110,10 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
         batch_losses = []  # kept on the device and combined once: no host sync per batch
         for start in range(0, n_rows, batch_size):
-            outputs = model(X[start : start + batch_size])
+            X_batch = X[start : start + batch_size]  # (B, n_features)
+            if augment is not None:  # training batches only: validation below is scored on clean rows
+                X_batch = augment(X_batch)
+            outputs = model(X_batch)
             loss = criterion(outputs, {t: v[start : start + batch_size] for t, v in y.items()})
             for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
                 p.grad = None
@@ -131,6 +143,19 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def restore(state: TrainState, checkpoint: dict[str, Any]) -> None:
+    """Put optimizer, history, best epoch, random generators and callback state back as they were saved."""
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.epoch, state.history = checkpoint["epoch"], list(checkpoint["history"])
+    state.best_value, state.best_epoch = checkpoint["best_value"], checkpoint["best_epoch"]
+    state.best_state = checkpoint["best_model"]
+    torch.set_rng_state(checkpoint["rng"]["torch"])  # dropout draws from the global generator
+    for name, generator in state.generators.items():
+        generator.set_state(checkpoint["rng"][name])
+    for callback in state.callbacks:
+        callback.load_state_dict(checkpoint["callbacks"].get(type(callback).__name__, {}))
 
 
 def _track_best(state: TrainState, row: dict[str, Any], min_delta: float, keep_last: bool) -> None:
