@@ -63,7 +63,7 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks if prep else None)
     cfg = resolve(cfg, dataset)
-    _check_monitor(cfg, dataset.tasks)
+    check_against_tasks(cfg, dataset.tasks)
     if prep is None:
         prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
     train, n_synthetic = _train_split(cfg, dataset, prep, device)
@@ -161,11 +161,16 @@ def resolve(cfg: Config, dataset: Dataset) -> Config:
     return cfg.model_copy(update={"data": data})
 
 
-def _check_monitor(cfg: Config, tasks: dict[str, str]) -> None:
+def check_against_tasks(cfg: Config, tasks: dict[str, str]) -> None:
+    """Settings that only make sense for some targets, checked once the tasks are known (before any run directory)."""
     stopping = cfg.train.early_stopping
     allowed = epoch_columns(tasks)
     if stopping and stopping.metric not in allowed:
         raise ConfigError(f"train.early_stopping.metric: {stopping.metric!r} is not recorded; allowed: {', '.join(allowed)}")
+    if "classification" not in tasks.values():
+        for key, value, default in (("label_smoothing", cfg.train.label_smoothing, 0.0), ("class_weights", cfg.train.class_weights, "none")):
+            if value != default:
+                raise ConfigError(f"train.{key}: {value!r} applies to classification targets, but every target here is regression")
 
 
 def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:

@@ -83,6 +83,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     shuffler = torch.Generator().manual_seed(cfg.seed)
     augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
     batch_size, n_rows = cfg.data.batch_size, len(train)
+    if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
+        n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
     criterion = Criterion(prep, cfg.train, train.y)
     clip = cfg.train.grad_clip
     params = [p for p in model.parameters() if p.requires_grad]
@@ -105,7 +107,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             callback.on_epoch_begin(state)
         model.train()
         # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
-        order = torch.randperm(n_rows, generator=shuffler).to(device) if cfg.data.shuffle else None
+        order = torch.randperm(len(train), generator=shuffler)[:n_rows].to(device) if cfg.data.shuffle else None
         X = train.X[order] if order is not None else train.X
         y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
         batch_losses = []  # kept on the device and combined once: no host sync per batch

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import dlrun
-from dlrun.config import load_config
+from dlrun.config import load_config, validate_config
 from dlrun.errors import ConfigError, DataError, DlrunError
 from dlrun.callbacks import Callback
 
@@ -137,3 +137,11 @@ def test_training_on_cuda_matches_the_cpu_pipeline(tmp_path, regression_csv, con
     run = dlrun.train(config({"path": str(regression_csv), "target": "price"}, device="cuda"), tmp_path)
     assert json.loads((run.run_dir / "run.json").read_text())["device"].startswith("cuda")
     assert dlrun.evaluate(run.run_dir, device="cuda").metrics["price"] == pytest.approx(run.metrics["test"]["price"], rel=1e-4)
+
+
+@pytest.mark.parametrize("setting", [{"label_smoothing": 0.1}, {"class_weights": "balanced"}])
+def test_classification_only_settings_on_a_regression_target_are_config_errors(tmp_path, setting):
+    cfg = validate_config({"data": {"dataset": "salary"}, "train": setting})
+    with pytest.raises(ConfigError, match=f"train.{next(iter(setting))}"):
+        dlrun.train(cfg, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -337,3 +337,27 @@ def test_plateau_reduces_the_lr_when_the_monitor_stalls():
     # best 0.9 at epoch 2; epochs 3-5 do not improve, the third of them (> patience 2) halves the lr for epoch 6
     assert factors == [1, 1, 1, 1, 1, 0.5, 0.5, 0.5]
     assert schedule.factor(9) == 0.5  # epoch 8 improved, so no further cut
+
+
+def test_batch_norm_survives_a_final_batch_of_one_row():
+    frame = random_frame(17, 0)  # 17 rows at batch 8: the last batch would hold a single row
+    cfg, prep, model, train, val = setup(frame, frame, model={"hidden": [8], "norm": "batch", "dropout": 0.0},
+                                         data={"dataset": "synthetic", "batch_size": 8}, train={"epochs": 2})
+    assert len(fit(model, train, val, prep, cfg, CPU).history) == 2
+
+
+def test_min_delta_ignores_improvements_smaller_than_it():
+    frame = random_frame(32, 0)
+    common = dict(targets=("z",), data={"dataset": "synthetic", "batch_size": 8}, optimizer={"lr": 1e-4})
+    cfg, prep, model, train, val = setup(frame, frame, **common, train={"epochs": 6, "early_stopping": {"patience": 100, "min_delta": 10.0}})
+    state = fit(model, train, val, prep, cfg, CPU)
+    assert state.best_epoch == 1  # tiny-lr steps never improve val_loss by 10
+
+
+def test_explicit_mode_max_on_a_loss_keeps_the_worst_epoch():
+    frame = random_frame(32, 0)
+    cfg, prep, model, train, val = setup(frame, frame, targets=("z",), data={"dataset": "synthetic", "batch_size": 8},
+                                         optimizer={"lr": 0.01}, train={"epochs": 6, "early_stopping": {"patience": 100, "mode": "max"}})
+    state = fit(model, train, val, prep, cfg, CPU)
+    losses = [row["val_loss"] for row in state.history]
+    assert state.best_epoch == int(np.argmax(losses)) + 1
