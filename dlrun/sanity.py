@@ -20,7 +20,7 @@ from dlrun.losses import Criterion
 from dlrun.metrics import score
 from dlrun.preprocess import Preprocessor
 from dlrun.runner import prepare
-from dlrun.trainer import Split, forward_split, make_optimizer
+from dlrun.trainer import Split, forward_split, make_optimizer, train_step
 
 DEFAULT_STEPS = 2000  # an upper bound: the check stops once the batch is overfitted; the salary table needs ~1,500
 CHECK_EVERY = 50  # steps between measurements of the batch (each costs a forward pass and a host sync)
@@ -109,14 +109,7 @@ def check(cfg: Config, steps: int = DEFAULT_STEPS, batch_rows: int | None = None
             torch.manual_seed(cfg.seed)
             model.train()
             for step in range(1, steps + 1):
-                loss = criterion(model(batch.X), batch.y)
-                for p in params:
-                    p.grad = None
-                loss.backward()
-                if cfg.train.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                optimizer.step()
-                losses.append(loss.detach())
+                losses.append(train_step(model, batch.X, batch.y, criterion, optimizer, params, cfg.train.grad_clip))
                 if step % CHECK_EVERY == 0 or step == steps:
                     outputs = forward_split(model, batch.X)
                     loss_end = float(criterion(outputs, batch.y))

@@ -115,15 +115,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             X_batch = X[start : start + batch_size]  # (B, n_features)
             if augment is not None:  # training batches only: validation below is scored on clean rows
                 X_batch = augment(X_batch)
-            outputs = model(X_batch)
-            loss = criterion(outputs, {t: v[start : start + batch_size] for t, v in y.items()})
-            for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
-                p.grad = None
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-            batch_losses.append(loss.detach())
+            y_batch = {t: v[start : start + batch_size] for t, v in y.items()}
+            batch_losses.append(train_step(model, X_batch, y_batch, criterion, optimizer, params, clip))
 
         val_outputs = forward_split(model, val.X)
         row = {
@@ -145,6 +138,19 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     for callback in callbacks:
         callback.on_train_end(state)
     return state
+
+
+def train_step(model: nn.Module, X: torch.Tensor, y: dict[str, torch.Tensor], criterion: Criterion,
+               optimizer: torch.optim.Optimizer, params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """One optimisation step on one batch; returns the batch loss, detached and still on the device."""
+    loss = criterion(model(X), y)
+    for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
+        p.grad = None
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    optimizer.step()
+    return loss.detach()
 
 
 def restore(state: TrainState, checkpoint: dict[str, Any]) -> None:
