@@ -54,14 +54,16 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
     for column in targets:
         _require_column(frame, column, "data.target")
     features = resolve_features(cfg, frame, targets, drop)
+    for column in targets:
+        if frame[column].isna().all():
+            raise DataError(f"target {column!r} has no values: every cell of the column is empty")
     if tasks is None:
         tasks = {column: _task_for(cfg, frame[column], column) for column in targets}
     for column in targets:
         if tasks[column] == "regression":
             _require_numeric_target(frame[column], column)
-        elif frame[column].nunique() < 2:
-            values = frame[column].dropna().unique().tolist()
-            raise DataError(f"classification target {column!r} needs at least 2 classes, but holds only {values}")
+        else:
+            _require_usable_classes(frame[column], column)
 
     has_target = frame[targets].notna().all(axis=1)
     n_dropped = int((~has_target).sum())
@@ -82,6 +84,8 @@ def read_frame(cfg: DataConfig, seed: int) -> pd.DataFrame:
 def read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV with a header; any failure becomes a DataError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
     try:
@@ -89,25 +93,48 @@ def read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: expected a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable CSV: {str(exc).strip()}") from None
+        raise DataError(f"{path} is not a readable CSV (a header row, then rows; UTF-8 text): {str(exc).strip()}") from None
     if len(frame) == 0:
         raise DataError(f"{path} has a header but no data rows")
     unnamed = [str(column) for column in frame.columns if str(column).startswith("Unnamed:")]
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
     frame.columns = [str(column).strip() for column in frame.columns]
-    return frame
+    # Headerless columns that are empty (a trailing comma) or a saved row index are artefacts, not data.
+    return frame.drop(columns=[c for c in unnamed if frame[c].isna().all() or _is_row_index(frame[c])])
+
+
+def _is_row_index(values: pd.Series) -> bool:
+    numbers = values.to_numpy()
+    if not pd.api.types.is_integer_dtype(values) or len(numbers) == 0:
+        return False
+    return bool(np.array_equal(numbers, np.arange(numbers[0], numbers[0] + len(numbers))) and numbers[0] in (0, 1))
 
 
 def _read_with_separator(path: Path) -> pd.DataFrame:
-    """Comma first; a single column whose header holds ';' or a tab means the file uses that separator instead."""
-    frame = pd.read_csv(path, skipinitialspace=True, na_values=MISSING_MARKERS)
+    """Comma first; a single column whose header holds ';' or a tab means the file uses that separator instead.
+    Text that is not UTF-8 is read as Latin-1 (spreadsheets often save CSV that way); a ';' file may use decimal commas."""
+    try:
+        return _read_sniffed(path, encoding="utf-8")
+    except UnicodeDecodeError:
+        return _read_sniffed(path, encoding="latin-1")
+
+
+def _read_sniffed(path: Path, encoding: str) -> pd.DataFrame:
+    options = dict(skipinitialspace=True, na_values=MISSING_MARKERS, encoding=encoding)
+    frame = pd.read_csv(path, **options)
     if frame.shape[1] == 1:
         header = str(frame.columns[0])
-        for separator in (";", "\t"):
-            if separator in header:
-                return pd.read_csv(path, sep=separator, skipinitialspace=True, na_values=MISSING_MARKERS)
+        if ";" in header:
+            point, comma = pd.read_csv(path, sep=";", **options), pd.read_csv(path, sep=";", decimal=",", **options)
+            return comma if _n_numeric(comma) > _n_numeric(point) else point
+        if "\t" in header:
+            return pd.read_csv(path, sep="\t", **options)
     return frame
+
+
+def _n_numeric(frame: pd.DataFrame) -> int:
+    return sum(pd.api.types.is_numeric_dtype(frame[column]) for column in frame.columns)
 
 
 def make_synthetic(n_samples: int, n_features: int, noise: float, seed: int) -> pd.DataFrame:
@@ -143,12 +170,19 @@ def resolve_units(cfg: DataConfig) -> dict[str, str]:
 def resolve_features(cfg: DataConfig, frame: pd.DataFrame, targets: list[str], drop: list[str]) -> list[str]:
     for column in drop:
         _require_column(frame, column, "data.drop")
+    dropped_targets = sorted(set(drop) & set(targets))
+    if dropped_targets:
+        raise DataError(f"data.drop includes the target column(s) {dropped_targets}; a target cannot be dropped")
     if cfg.features is not None:
         for column in cfg.features:
             _require_column(frame, column, "data.features")
-        overlap = sorted(set(cfg.features) & set(targets))
-        if overlap:
-            raise DataError(f"data.features includes target column(s) {overlap}; a target cannot be a feature")
+        repeated = sorted({c for c in cfg.features if cfg.features.count(c) > 1})
+        if repeated:
+            raise DataError(f"data.features names {repeated} more than once")
+        for others, role in ((targets, "target"), (drop, "data.drop"), ([cfg.split.column] if cfg.split.column else [], "data.split.column")):
+            overlap = sorted(set(cfg.features) & set(others))
+            if overlap:
+                raise DataError(f"data.features includes {overlap}, which is also a {role} column; a column has one role")
         features = list(cfg.features)
     else:
         excluded = set(targets) | set(drop) | ({cfg.split.column} if cfg.split.column else set())
@@ -171,7 +205,8 @@ def infer_task(values: pd.Series) -> str:
     present = values.dropna()
     if not pd.api.types.is_numeric_dtype(present) or pd.api.types.is_bool_dtype(present):
         return "classification"
-    integral = bool(np.all(np.mod(present.to_numpy(dtype=float), 1) == 0))
+    numbers = present.to_numpy(dtype=float)
+    integral = bool(np.isfinite(numbers).all() and (np.floor(numbers) == numbers).all())
     return "classification" if integral and present.nunique() <= MAX_INTEGER_CLASSES else "regression"
 
 
@@ -191,6 +226,20 @@ def _require_numeric_target(values: pd.Series, column: str) -> None:
         raise DataError(
             f"target {column!r} is set to regression but holds text, e.g. {bad.iloc[0]!r} in row {bad.index[0] + 1}; "
             "use task: classification or clean the column"
+        )
+    infinite = present[~np.isfinite(numeric.to_numpy(dtype=float))]
+    if len(infinite):
+        raise DataError(f"target {column!r} holds {infinite.iloc[0]} in row {infinite.index[0] + 1}; a regression target must be finite")
+
+
+def _require_usable_classes(values: pd.Series, column: str) -> None:
+    n_classes, n_rows = values.nunique(), int(values.notna().sum())
+    if n_classes < 2:
+        raise DataError(f"classification target {column!r} needs at least 2 classes, but holds only {values.dropna().unique().tolist()}")
+    if n_rows >= 20 and n_classes > n_rows / 2:
+        raise DataError(
+            f"classification target {column!r} has {n_classes} distinct values in {n_rows} rows, so most classes have a "
+            "single row; for a numeric quantity set data.task: regression"
         )
 
 

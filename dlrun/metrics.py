@@ -63,7 +63,9 @@ def _regression(out: torch.Tensor, y: torch.Tensor, prep: Preprocessor, target: 
     values = {
         "mae": M.mean_absolute_error(pred, true),
         "rmse": M.mean_squared_error(pred, true).sqrt(),
-        "r2": M.r2_score(pred, true) if len(true) > 1 else torch.tensor(float("nan")),
+        # R² does not depend on units; on the standardised values it escapes torchmetrics' absolute epsilon, which
+        # reads a target measured in tiny units (1e-9) as constant.
+        "r2": M.r2_score(out.squeeze(1).double(), y.double()) if len(true) > 1 else torch.tensor(float("nan")),
     }
     return {name: float(value) for name, value in values.items()}
 

@@ -33,7 +33,7 @@ class Preprocessor:
         for column in self.features:
             values = frame[column]
             if _is_numeric(values):
-                self.numeric_[column] = self._fit_numeric(values.astype(float))
+                self.numeric_[column] = self._fit_numeric(_finite_or_missing(values))
             else:
                 self.categorical_[column] = self._fit_categorical(values)
         self.targets_: dict[str, dict[str, Any]] = {}
@@ -90,7 +90,7 @@ class Preprocessor:
         if self.numeric_:
             numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
             for j, (column, state) in enumerate(self.numeric_.items()):
-                values = pd.to_numeric(frame[column], errors="coerce").astype(float).fillna(state["fill"])
+                values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
                 numeric[:, j] = (values.to_numpy() - state["center"]) / state["scale"]
             blocks.append(numeric)
         for column, state in self.categorical_.items():
@@ -129,8 +129,10 @@ class Preprocessor:
             if values.isna().any():
                 raise DataError(f"target column {column!r} has {int(values.isna().sum())} empty value(s)")
             if state["task"] == "classification":
-                lookup = {_class_key(c): i for i, c in enumerate(state["classes"])}
-                keys = values.map(_class_key)
+                # Compared as text: a CSV that holds only the classes 1 and 2 reads them as numbers even when
+                # training saw the text labels "1", "2" and "x".
+                lookup = {str(c): i for i, c in enumerate(state["classes"])}
+                keys = values.map(lambda v: str(_class_key(v)))
                 unknown = sorted(set(keys) - set(lookup), key=str)
                 if unknown:
                     raise DataError(
@@ -138,10 +140,10 @@ class Preprocessor:
                     )
                 encoded[column] = keys.map(lookup).to_numpy(dtype=np.int64)
             else:
-                numeric = pd.to_numeric(values, errors="coerce")
+                numeric = _finite_or_missing(pd.to_numeric(values, errors="coerce"))
                 if numeric.isna().any():
                     row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
-                    raise DataError(f"target {column!r} must be numeric, but row {row + 1} holds {values.iloc[row]!r}")
+                    raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
                 encoded[column] = ((numeric.to_numpy(dtype=float) - state["mean"]) / state["std"]).astype(np.float32)
         return encoded
 
@@ -188,8 +190,19 @@ def _is_numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
+def _finite_or_missing(values: pd.Series) -> pd.Series:
+    """float64 with +-inf as missing: an overflowed cell is imputed like an empty one instead of poisoning the scaling."""
+    numbers = values.astype(float)
+    return numbers.where(np.isfinite(numbers), np.nan)
+
+
 def _category_keys(values: pd.Series) -> pd.Series:
-    """Categories as stripped strings; missing stays missing. pandas 3 reads text as `str` dtype, older as object."""
+    """Categories as stripped strings; missing stays missing. pandas 3 reads text as `str` dtype, older as object.
+
+    A column that arrives as numbers (a predict file holding only the categories 1 and 2) is spelled as training
+    saw it in text: 1, not 1.0."""
+    if _is_numeric(values):  # built as a list: pandas would turn the ints back into floats beside a NaN
+        values = pd.Series([v if pd.isna(v) else str(_class_key(v)) for v in values], index=values.index, dtype=object)
     keys = values.astype("string").str.strip()
     return keys.astype(object).where(keys.notna(), np.nan)
 
