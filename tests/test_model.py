@@ -130,3 +130,13 @@ def test_dropout_changes_outputs_in_train_mode_only():
 def test_zero_dropout_adds_no_dropout_layers():
     model = build_model(8, {"y": 2}, ModelConfig(hidden=[4, 4], dropout=0.0), seed=0)
     assert not any(isinstance(module, nn.Dropout) for module in model.modules())
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu"])
+def test_heads_return_raw_logits_whatever_the_activation(activation):
+    # The loss applies softmax itself: a head that squashed its output would apply it twice.
+    model = build_model(4, {"y": 3}, ModelConfig(hidden=[8], activation=activation, dropout=0), seed=0).eval()
+    assert isinstance(model.heads[0], nn.Linear)
+    out = model(torch.randn(64, 4) * 5)["y"]
+    assert not torch.allclose(out.softmax(dim=1).sum(dim=1), out.sum(dim=1))  # not probabilities already
+    assert ((out < 0) | (out > 1)).any()  # outside [0, 1]: not sigmoid-squashed either
