@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import platform
 import subprocess
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from torch import nn
 
 from dlrun.config import Config, validate_config
 from dlrun.device import resolve_device
@@ -40,7 +42,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
                 continue
             (run_dir / "checkpoints").mkdir()
             return run_dir
-    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+    except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system (/proc), a full disk
         raise RunError(f"--runs-dir {runs_dir} is not a writable directory ({exc.strerror or exc})") from None
     raise RunError(f"could not create a new run directory under {runs_dir}")
 
@@ -96,12 +98,25 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     if not Path(path).is_file():
         raise RunError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what it refused to unpickle; the error below says it once
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file; all mean the same to a user
         raise RunError(f"checkpoint {path} is corrupted or not a dlrun checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION or "model" not in checkpoint:
         raise RunError(f"checkpoint {path} is not a dlrun checkpoint of version {CHECKPOINT_VERSION}")
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise RunError(f"checkpoint {path} is damaged: its 'model' entry is not a state_dict of named tensors")
     return checkpoint
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a checkpoint's state_dict into `model`; a checkpoint built for another model is a RunError."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        raise RunError(f"{path} does not match the run's model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 @dataclass(frozen=True)
@@ -113,6 +128,8 @@ class FittedRun:
     prep: Preprocessor
     model: MLP
     device: torch.device
+    run_status: str | None  # run.json's: completed, running (or killed), "failed: <reason>"; None without a run.json
+    checkpoint_epoch: int | None  # the epoch best.pt was saved at
 
 
 @dataclass(frozen=True)
@@ -149,17 +166,32 @@ def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
     target_device = resolve_device(device or "cpu")
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt", target_device)
     model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as exc:
-        raise RunError(f"{run_dir}/checkpoints/best.pt does not match the run's model ({str(exc).splitlines()[0]})") from None
+    load_weights(model, checkpoint["model"], run_dir / "checkpoints" / "best.pt")
     model.to(target_device).eval()
-    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device)
+    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device, run_status(read_run_info(run_dir)),
+                     checkpoint.get("epoch"))
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json as a dict ({} when there is none); raises RunError when it is not a JSON object."""
     path = Path(run_dir) / "run.json"
-    return read_json(path) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = read_json(path)
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"{path} is damaged ({exc})") from None
+    if not isinstance(info, dict):
+        raise RunError(f"{path} is damaged: it holds a {type(info).__name__}, not an object of run facts")
+    return info
+
+
+def run_status(info: dict[str, Any]) -> str | None:
+    """run.json's status, with the reason a failed run gives: "failed: interrupted"."""
+    status = info.get("status")
+    if status is None:
+        return None
+    return f"{status}: {info['error']}" if status == "failed" and info.get("error") else str(status)
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:

@@ -97,6 +97,7 @@ def eval_(
     from dlrun.inference import evaluate
 
     result = guarded(lambda: evaluate(run, data, split, output, device))
+    _warn_if_unfinished(run, result.run_status, result.checkpoint_epoch)
     stderr.print(f"{result.n_rows} rows from the {result.source}")
     for table in _metrics_tables({result.source: result.metrics}, result.units):
         stderr.print(table)
@@ -113,7 +114,16 @@ def predict(
     """Predict new rows in real units and class names; prints the output path."""
     from dlrun.inference import predict as predict_rows
 
-    typer.echo(str(guarded(lambda: predict_rows(run, input_csv, output, device))))
+    result = guarded(lambda: predict_rows(run, input_csv, output, device))
+    _warn_if_unfinished(run, result.run_status, result.checkpoint_epoch)
+    typer.echo(str(result.output))
+
+
+def _warn_if_unfinished(run: Path, status: str | None, epoch: int | None) -> None:
+    """An interrupted or failed run still has a valid best.pt, but its scores are not those of the finished run."""
+    if status not in (None, "completed"):
+        stderr.print(f"warning: {run} did not complete (status: {status}); scoring its best checkpoint so far "
+                     f"(epoch {epoch})", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

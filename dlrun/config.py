@@ -17,6 +17,14 @@ from dlrun.errors import ConfigError
 
 BUILTIN_DATASETS = ("animals", "salary", "synthetic")
 Task = Literal["classification", "regression"]
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+MAX_HIDDEN_WIDTH = 65_536
+MAX_HIDDEN_LAYERS = 64
+
+
+def device_spelling_problem(name: str) -> str | None:
+    """What is wrong with a device string, or None; shared by the config check and `--device` (device.py)."""
+    return None if DEVICE_PATTERN.fullmatch(name) else f"must be auto, cpu, cuda or cuda:N, got {name!r}"
 
 
 class _Section(BaseModel):
@@ -75,6 +83,13 @@ class DataConfig(_Section):
             raise ValueError("data.target is required with data.path: name the column to predict")
         return self
 
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(f"must be the path of a CSV file, got {value!r}")
+        return value
+
     @field_validator("target")
     @classmethod
     def _targets_unique(cls, value):
@@ -100,7 +115,9 @@ Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ModelConfig(_Section):
-    hidden: list[int] = Field([128, 64], description="Width of each hidden layer of the shared trunk.")
+    hidden: list[int] = Field(
+        [128, 64], description=f"Width of each hidden layer of the shared trunk (1 to {MAX_HIDDEN_WIDTH:,} each, at most {MAX_HIDDEN_LAYERS} layers)."
+    )
     activation: Activation = Field("relu", description="relu | leaky_relu | sigmoid | tanh | gelu | elu.")
     leaky_relu_slope: float = Field(0.01, gt=0, lt=1, description="Slope of leaky_relu for negative inputs.")
     dropout: Union[Probability, list[Probability]] = Field(
@@ -117,9 +134,12 @@ class ModelConfig(_Section):
 
     @field_validator("hidden")
     @classmethod
-    def _positive_widths(cls, value: list[int]) -> list[int]:
-        if any(width < 1 for width in value):
-            raise ValueError(f"every hidden width must be >= 1, got {value}")
+    def _sane_widths(cls, value: list[int]) -> list[int]:
+        # Bounds catch a typo (an extra zero or three) before it asks for gigabytes; they do not promise it fits.
+        if any(width < 1 or width > MAX_HIDDEN_WIDTH for width in value):
+            raise ValueError(f"every hidden width must be between 1 and {MAX_HIDDEN_WIDTH}, got {value}")
+        if len(value) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(value)}")
         return value
 
     @model_validator(mode="after")
@@ -171,7 +191,7 @@ class TrainConfig(_Section):
         None, ge=1, le=1024,
         description="CPU threads for torch; null: 1 for small models (threads cost more than they save there), else all cores.",
     )
-    loss_weight: dict[str, float] = Field(
+    loss_weight: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="Weight of each target's loss in the total (default 1.0 per target)."
     )
     grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value each step (null: no clipping).")
@@ -225,8 +245,9 @@ class Config(_Section):
     @field_validator("device")
     @classmethod
     def _device_spelling(cls, value: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        problem = device_spelling_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -275,7 +296,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe_error(err) for err in exc.errors()]
+        problems = [_describe_error(err) for err in _one_per_union(exc.errors())]
         raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems)) from None
 
 
@@ -288,6 +309,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
     keys = key_path.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"--set: empty key in {key_path.strip()!r}")
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
@@ -299,7 +322,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def _describe_error(err: dict[str, Any]) -> str:
-    loc = [part for part in err["loc"] if isinstance(part, str) and not _is_union_tag(part)]
+    loc = [str(part) for part in err["loc"] if not _is_union_tag(part)]  # ints are list items: model.dropout.1
     where = ".".join(loc) or "config"
     if err["type"] == "extra_forbidden":
         hint = _nearest_key(loc)
@@ -308,13 +331,40 @@ def _describe_error(err: dict[str, Any]) -> str:
         return f"{where}: required key is missing"
     message = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-    return f"{where}: {message}{shown}"
+    quiet = isinstance(got, (dict, list)) or got is None or f"got {got!r}" in message  # a validator's message may name it
+    return f"{where}: {message}{'' if quiet else f' (got {got!r})'}"
 
 
-def _is_union_tag(part: str) -> bool:
-    # pydantic names union branches in error locations, e.g. 'list[str]' or "literal['a','b']".
-    return "[" in part or part in {"str", "int", "float", "bool"}
+def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per value that a union rejected. pydantic reports every branch that failed (`dropout: 1` is both
+    "less than 1" and "not a list"), which reads as a contradiction: keep the branch the value got furthest into."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for n, err in enumerate(errors):
+        loc = err["loc"]
+        tag_at = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
+        groups.setdefault(("union", *loc[:tag_at]) if tag_at is not None else ("single", n), []).append(err)
+    return [_most_specific(group) for group in groups.values()]
+
+
+def _most_specific(branches: list[dict[str, Any]]) -> dict[str, Any]:
+    """A broken constraint beats a wrong type, a deeper error a shallower one; when every branch rejected the
+    type, one message names what each would have accepted."""
+    if len(branches) == 1:
+        return branches[0]
+    specific = [err for err in branches if not err["type"].endswith(("_type", "_parsing"))]
+    if specific:
+        return max(specific, key=lambda err: len(err["loc"]))  # the first of equally deep ones
+    accepted = [err["msg"].removeprefix("Input should be ").split(", ")[0] for err in branches]
+    return {**branches[0], "msg": "Input should be " + " or ".join(dict.fromkeys(accepted))}
+
+
+# pydantic names union branches in error locations: 'str', 'constrained-float', 'list[str]', "literal['a','b']",
+# 'function-after[...]'. They are not keys; a dict key spelled like one (a target named 'str') is misread, rarely.
+_UNION_TAG = re.compile(r"str|int|float|bool|none|constrained-[a-z]+|[a-z][a-z-]*\[.*\]", re.S)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    return isinstance(part, str) and _UNION_TAG.fullmatch(part) is not None
 
 
 def _nearest_key(loc: list[str]) -> str:

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from dlrun.config import device_spelling_problem
 from dlrun.errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
     """auto picks the first GPU when there is one; asking for a GPU that is not there is a config error."""
+    problem = device_spelling_problem(name)  # `--device` of eval and predict reaches here unvalidated
+    if problem:
+        raise ConfigError(f"device: {problem}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # well spelled, but an index too large for torch to parse
+        raise ConfigError(f"device: {name!r} does not exist") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {name!r} was requested but no CUDA GPU is available; use cpu or auto")

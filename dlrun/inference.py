@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,13 @@ def prediction_frame(prep: Preprocessor, outputs: dict[str, torch.Tensor]) -> pd
     return pd.DataFrame(columns)
 
 
+def with_predictions(rows: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The rows followed by their prediction columns. Names stay unique: a prediction column wins over an input column
+    of the same name (a feature called `y_pred` beside the target `y`), which is dropped."""
+    kept = rows.drop(columns=[column for column in predictions.columns if column in rows.columns])
+    return pd.concat([kept.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+
+
 def confusion_frame(prep: Preprocessor, target: str, logits: torch.Tensor, y: torch.Tensor) -> pd.DataFrame:
     """Counts with true classes as rows and predicted classes as columns, both named."""
     classes = [str(c) for c in prep.classes(target)]
@@ -57,6 +65,28 @@ class Evaluation:
     metrics: dict[str, dict[str, float]]  # {target: {metric: value}}
     units: dict[str, str]  # regression target -> unit of its errors
     output: Path
+    run_status: str | None  # anything but completed (or None) means best.pt is the best of an unfinished run
+    checkpoint_epoch: int | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    run_dir: Path
+    n_rows: int
+    output: Path
+    run_status: str | None  # as in Evaluation
+    checkpoint_epoch: int | None
+
+
+@contextmanager
+def _writing(output: Path) -> Iterator[None]:
+    """A place that cannot hold the output (a directory, a path under a file, no permission) is the user's to change."""
+    try:
+        yield
+    except OSError as exc:
+        # FileExistsError comes from creating the parent folders: one of them is a file
+        reason = f"{exc.filename} is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
+        raise ConfigError(f"cannot write {output} ({reason}); choose another place with --output") from None
 
 
 def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", output: Path | None = None,
@@ -78,18 +108,19 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
         for target in run.prep.targets if run.prep.targets_[target]["task"] == "classification"
     }
     output = Path(output) if output else Path(run_dir) / "eval.json"
-    write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
-    return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output)
+    with _writing(output):
+        write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
+    return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output, run.run_status,
+                      run.checkpoint_epoch)
 
 
-def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Path:
+def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Prediction:
     """Write the input rows plus prediction columns; extra input columns are kept, column order does not matter."""
     run: FittedRun = open_run(run_dir, device)
     frame = read_csv(input_csv)
     X = torch.from_numpy(run.prep.transform_features(frame)).to(run.device)
-    predictions = prediction_frame(run.prep, forward_split(run.model, X))
-    clashing = [column for column in predictions.columns if column in frame.columns]
-    result = pd.concat([frame.drop(columns=clashing).reset_index(drop=True), predictions], axis=1)
+    result = with_predictions(frame, prediction_frame(run.prep, forward_split(run.model, X)))
     output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
-    write_csv(output, result)
-    return output
+    with _writing(output):
+        write_csv(output, result)
+    return Prediction(Path(run_dir), len(result), output, run.run_status, run.checkpoint_epoch)

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from dlrun.artifacts import (create_run_dir, environment, load_checkpoint, now, open_run_files, read_run_info, write_config,
-                             write_run_info)
+from dlrun.artifacts import (create_run_dir, environment, load_checkpoint, load_weights, now, open_run_files, read_run_info,
+                             write_config, write_run_info)
 from dlrun.augment import onehot_blocks, oversample, smote_target
 from dlrun.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device
 from dlrun.errors import ConfigError, RunError
-from dlrun.inference import confusion_frame, prediction_frame, to_split
+from dlrun.inference import confusion_frame, prediction_frame, to_split, with_predictions
 from dlrun.io import write_csv, write_json
 from dlrun.metrics import epoch_columns, score
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
 from dlrun.trainer import Split, fit, forward_split
 from dlrun.transfer import freeze, prepare_for_finetuning
+
+# What trainer.restore reads from last.pt beyond the weights: a resume needs every one of them.
+RESUME_STATE = ("epoch", "best_value", "best_epoch", "optimizer", "history", "rng", "callbacks")
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,10 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
         prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
-    train, n_synthetic = _train_split(cfg, dataset, prep, device)
-    splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
-    model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
+    with out_of_memory_explained(cfg, device):
+        train, n_synthetic = _train_split(cfg, dataset, prep, device)
+        splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
+        model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
     return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
 
 
@@ -111,11 +117,14 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     saved = open_run_files(run_dir)
     ready = prepare(saved.cfg, saved.prep)
     freeze(ready.model, ready.cfg.train.freeze)
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt", ready.device)
-    if "history" not in checkpoint:
-        raise RunError(f"{run_dir}/checkpoints/last.pt holds no training state to resume from")
-    ready.model.load_state_dict(checkpoint["model"])
-    checkpoint["best_model"] = load_checkpoint(run_dir / "checkpoints" / "best.pt", ready.device)["model"]
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    checkpoint = load_checkpoint(last, ready.device)
+    missing = [key for key in RESUME_STATE if key not in checkpoint]
+    if missing:
+        raise RunError(f"{last} holds no training state to resume from (no {', '.join(missing)})")
+    checkpoint["best_model"] = load_checkpoint(best, ready.device)["model"]
+    load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
+    load_weights(ready.model, checkpoint["model"], last)
     resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
     info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed}
     return _execute(ready, run_dir, info, callbacks, resume=checkpoint)
@@ -133,22 +142,39 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     try:
         torch.set_num_threads(threads)
         # Dropout draws from torch's global generator: fork it so the seed fixes it without leaking state.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
-                        [*loop_callbacks, *callbacks], resume=resume)
-        metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
-    except BaseException as exc:
+        with out_of_memory_explained(cfg, device):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                            [*loop_callbacks, *callbacks], resume=resume)
+            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
+    except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
         raise
     finally:
         torch.set_num_threads(threads_before)
+    stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
-                             "stop_reason": state.stop_reason or "reached train.epochs"})
-    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, state.stop_reason, ready.summary,
+                             "stop_reason": stop_reason})
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                info.get("notes", []))
+
+
+@contextmanager
+def out_of_memory_explained(cfg: Config, device: torch.device) -> Iterator[None]:
+    """Running out of CPU or GPU memory becomes a ConfigError that says what to shrink."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError (CUDA) is a RuntimeError
+        # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not re.search(
+                r"out of memory|allocate memory", str(exc)):
+            raise
+        memory = "GPU" if device.type == "cuda" else "CPU"
+        raise ConfigError(f"ran out of {memory} memory with model.hidden {cfg.model.hidden} and data.batch_size "
+                          f"{cfg.data.batch_size}; use a smaller model or batch") from None
 
 
 def resolve(cfg: Config, dataset: Dataset) -> Config:
@@ -207,7 +233,6 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
     for target in prep.targets:
         if prep.targets_[target]["task"] == "classification":
             write_csv(run_dir / f"confusion_{target}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
-    rows = dataset.part("test").reset_index(drop=True)
-    predictions = pd.concat([rows[dataset.features + dataset.targets], prediction_frame(prep, outputs["test"])], axis=1)
-    write_csv(run_dir / "predictions.csv", predictions)
+    rows = dataset.part("test")[dataset.features + dataset.targets]
+    write_csv(run_dir / "predictions.csv", with_predictions(rows, prediction_frame(prep, outputs["test"])))
     return metrics

@@ -126,7 +126,7 @@ def test_predict_writes_beside_the_input_by_default(tmp_path, classification_csv
     run = dlrun.train(config({"path": str(classification_csv), "target": "species"}), tmp_path / "runs")
     rows = pd.read_csv(classification_csv).drop(columns="species").head(5)
     rows.to_csv(tmp_path / "new.csv", index=False)
-    output = dlrun.predict(run.run_dir, tmp_path / "new.csv")
+    output = dlrun.predict(run.run_dir, tmp_path / "new.csv").output
     assert output == tmp_path / "new_predictions.csv"
     result = pd.read_csv(output)
     assert len(result) == 5 and set(result["species_pred"]) <= {"bird", "cat", "dog"}
