@@ -230,7 +230,9 @@ def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict
 def _fmt(value: float | None) -> str:
     if value is None or value != value:
         return "-"
-    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4f}"
+    if abs(value) >= 100:
+        return f"{value:,.2f}"
+    return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"  # errors in tiny units keep their digits
 
 
 def main() -> None:

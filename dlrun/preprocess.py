@@ -181,9 +181,39 @@ class Preprocessor:
             fitted.numeric_ = state["numeric"]
             fitted.categorical_ = state["categorical"]
             fitted.targets_ = state["target_state"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RunError(f"preprocess.json is not a dlrun preprocessing state ({exc})") from None
+            _check_state(fitted)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None
         return fitted
+
+
+def _check_state(fitted: Preprocessor) -> None:
+    """Every fitted entry has the fields and types transform needs; raises ValueError naming the first that does not."""
+    def number(value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+    if set(fitted.numeric_) | set(fitted.categorical_) != set(fitted.features):
+        raise ValueError("numeric and categorical entries do not cover the features")
+    for column, state in fitted.numeric_.items():
+        for key in ("fill", "center", "scale"):
+            number(state[key], f"numeric.{column}.{key}")
+    for column, state in fitted.categorical_.items():
+        if not isinstance(state["categories"], list) or not all(isinstance(c, str) for c in state["categories"]):
+            raise ValueError(f"categorical.{column}.categories must be a list of strings")
+        if not isinstance(state["fill"], str):
+            raise ValueError(f"categorical.{column}.fill must be a string")
+    if set(fitted.targets_) != set(fitted.targets):
+        raise ValueError("target_state does not match targets")
+    for column, state in fitted.targets_.items():
+        if state["task"] == "classification":
+            if not isinstance(state["classes"], list) or len(state["classes"]) < 2:
+                raise ValueError(f"target_state.{column}.classes must list at least 2 classes")
+        elif state["task"] == "regression":
+            number(state["mean"], f"target_state.{column}.mean")
+            number(state["std"], f"target_state.{column}.std")
+        else:
+            raise ValueError(f"target_state.{column}.task must be classification or regression")
 
 
 def _is_numeric(values: pd.Series) -> bool:

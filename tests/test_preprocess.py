@@ -221,3 +221,24 @@ def test_numeric_text_and_blanks_in_numeric_column_are_accepted():
     frame = make_regression_frame()
     as_text = frame.assign(size=[None if pd.isna(v) else str(v) for v in frame["size"]])
     np.testing.assert_allclose(prep.transform_features(as_text), prep.transform_features(frame), rtol=1e-6)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda s: s.update(numeric=[1, 2]),
+    lambda s: next(iter(s["numeric"].values())).pop("center"),
+    lambda s: next(iter(s["categorical"].values())).update(categories=5),
+    lambda s: next(iter(s["target_state"].values())).pop("mean"),
+    lambda s: next(iter(s["numeric"].values())).update(scale=None),
+])
+def test_damaged_inner_state_is_a_run_error(damage):
+    import copy
+
+    from dlrun.errors import RunError
+
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "c": ["x", "y", "x"], "t": [1.0, 2.0, 4.0]})
+    state = Preprocessor(PreprocessConfig(), ["a", "c"], ["t"], {"t": "regression"}).fit(frame).to_dict()
+    damaged = copy.deepcopy(state)
+    damage(damaged)
+    with pytest.raises(RunError, match="not a dlrun preprocessing state"):
+        Preprocessor.from_dict(damaged)
+    Preprocessor.from_dict(state)  # the undamaged state still loads
