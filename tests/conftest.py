@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from dlrun.callbacks import Callback
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 DATA = REPO / "data"
@@ -117,3 +119,14 @@ def run_cli_many(commands: dict[str, tuple[Sequence[str], Path | str | None]]) -
 def cli():
     """The `run_cli` helper as a fixture."""
     return run_cli
+
+
+class InterruptAfter(Callback):
+    """Ctrl-C at the end of an epoch, after its checkpoints are written."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state, row):
+        if state.epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -12,7 +12,6 @@ from torch import nn
 
 import dlrun
 from dlrun.augment import batch_augment, oversample, smote_target
-from dlrun.callbacks import Callback
 from dlrun.config import AugmentConfig, load_config, validate_config
 from dlrun.errors import ConfigError
 from dlrun.inference import to_split
@@ -21,7 +20,7 @@ from dlrun.preprocess import Preprocessor
 from dlrun.runner import resume
 from dlrun.trainer import fit
 
-from conftest import FAST, make_classification_frame, merge
+from conftest import FAST, InterruptAfter, make_classification_frame, merge
 
 CPU = torch.device("cpu")
 
@@ -182,14 +181,6 @@ def test_same_seed_gives_identical_metrics_with_augmentation_on(tmp_path, classi
     plain = dlrun.train(config(data), tmp_path / "c")
     assert plain.metrics != first.metrics  # the augmentation did take part
 
-
-class InterruptAfter(Callback):
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, state, row):
-        if state.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_a_resumed_run_continues_the_augmentation_draws_exactly(tmp_path):

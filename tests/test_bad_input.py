@@ -22,14 +22,13 @@ import yaml
 
 import dlrun.runner as runner
 from dlrun.artifacts import create_run_dir, load_checkpoint, open_run, read_run_info
-from dlrun.callbacks import Callback
 from dlrun.config import load_config, validate_config
 from dlrun.device import resolve_device
 from dlrun.errors import ConfigError, RunError
 from dlrun.inference import evaluate, predict, with_predictions
 from dlrun.runner import out_of_memory_explained, resume, train
 
-from conftest import run_cli, run_cli_many
+from conftest import InterruptAfter, run_cli, run_cli_many
 
 TINY = {
     "seed": 0, "device": "cpu",
@@ -38,16 +37,6 @@ TINY = {
     "train": {"epochs": 2, "early_stopping": None},
 }
 
-
-class InterruptAfter(Callback):
-    """Ctrl-C at the end of an epoch, after its checkpoints are written."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, state, row):
-        if state.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")

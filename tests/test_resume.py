@@ -12,12 +12,11 @@ import time
 import pytest
 import yaml
 
-from dlrun.callbacks import Callback
 from dlrun.config import validate_config
 from dlrun.errors import RunError
 from dlrun.runner import resume, train
 
-from conftest import run_cli
+from conftest import InterruptAfter, run_cli
 
 # Dropout, a plateau schedule and shuffling all draw random numbers or keep state a resume must restore.
 CONFIG = {
@@ -29,14 +28,6 @@ CONFIG = {
 }
 
 
-class InterruptAt(Callback):
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, state, row):
-        if state.epoch == self.epoch:
-            raise KeyboardInterrupt
-
 
 def _metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
@@ -45,7 +36,7 @@ def _metrics(run_dir):
 def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tmp_path):
     straight = train(validate_config(CONFIG), tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        train(validate_config(CONFIG), tmp_path / "b", callbacks=[InterruptAt(4)])
+        train(validate_config(CONFIG), tmp_path / "b", callbacks=[InterruptAfter(4)])
     (run_dir,) = (tmp_path / "b").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     resumed = resume(run_dir)
