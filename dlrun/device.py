@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 
 from dlrun.config import device_spelling_problem
@@ -42,3 +45,18 @@ def choose_threads(requested: int | None, n_features: int, hidden: list[int], ba
     if device.type == "cuda" or batch_size * macs_per_row < SMALL_STEP_MACS:
         return 1
     return torch.get_num_threads()
+
+
+@contextmanager
+def seeded_threads(seed: int, threads: int, device: torch.device) -> Iterator[None]:
+    """Run with `threads` CPU threads and torch's global generator seeded, restoring both afterwards.
+
+    Dropout draws from the global generator; forking it lets the seed fix dropout without leaking state."""
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.set_num_threads(threads_before)

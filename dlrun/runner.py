@@ -18,7 +18,7 @@ from dlrun.augment import onehot_blocks, oversample, smote_target
 from dlrun.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
-from dlrun.device import choose_threads, resolve_device
+from dlrun.device import choose_threads, resolve_device, seeded_threads
 from dlrun.errors import ConfigError, RunError
 from dlrun.inference import confusion_frame, prediction_frame, to_split, with_predictions
 from dlrun.io import write_csv, write_json
@@ -138,22 +138,15 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     info = {**info, "threads": threads}
     write_run_info(run_dir, info)
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
-    threads_before = torch.get_num_threads()
     try:
-        torch.set_num_threads(threads)
-        # Dropout draws from torch's global generator: fork it so the seed fixes it without leaking state.
-        with out_of_memory_explained(cfg, device):
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(cfg.seed)
-                state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
-                            [*loop_callbacks, *callbacks], resume=resume)
+        with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
+            state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                        [*loop_callbacks, *callbacks], resume=resume)
             metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
         raise
-    finally:
-        torch.set_num_threads(threads_before)
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,

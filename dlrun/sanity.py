@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from dlrun.config import AugmentConfig, Config
-from dlrun.device import choose_threads
+from dlrun.device import choose_threads, seeded_threads
 from dlrun.errors import ConfigError
 from dlrun.losses import Criterion
 from dlrun.metrics import score
@@ -101,24 +101,19 @@ def check(cfg: Config, steps: int = DEFAULT_STEPS, batch_rows: int | None = None
     optimizer = make_optimizer(model, cfg.optimizer, device)
     criterion = Criterion(prep, cfg.train, batch.y)
     params = [p for p in model.parameters() if p.requires_grad]
-    threads_before = torch.get_num_threads()
     losses = []  # kept on the device, read back once at the end
-    try:
-        torch.set_num_threads(choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, n_rows, device))
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(cfg.seed)
-            model.train()
-            for step in range(1, steps + 1):
-                losses.append(train_step(model, batch.X, batch.y, criterion, optimizer, params, cfg.train.grad_clip))
-                if step % CHECK_EVERY == 0 or step == steps:
-                    outputs = forward_split(model, batch.X)
-                    loss_end = float(criterion(outputs, batch.y))
-                    results = _judge(score(outputs, batch.y, prep), prep, best, n_rows)
-                    overfitted = all(t.passed for t in results) and loss_end < NEAR_ZERO_LOSS
-                    if overfitted or not math.isfinite(loss_end):
-                        break
-    finally:
-        torch.set_num_threads(threads_before)
+    threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, n_rows, device)
+    with seeded_threads(cfg.seed, threads, device):
+        model.train()
+        for step in range(1, steps + 1):
+            losses.append(train_step(model, batch.X, batch.y, criterion, optimizer, params, cfg.train.grad_clip))
+            if step % CHECK_EVERY == 0 or step == steps:
+                outputs = forward_split(model, batch.X)
+                loss_end = float(criterion(outputs, batch.y))
+                results = _judge(score(outputs, batch.y, prep), prep, best, n_rows)
+                overfitted = all(t.passed for t in results) and loss_end < NEAR_ZERO_LOSS
+                if overfitted or not math.isfinite(loss_end):
+                    break
 
     curve = torch.stack(losses).tolist()
     notes = _notes(cfg, results)
