@@ -5,7 +5,6 @@ Field descriptions are the reference documentation: `dlrun config` prints them w
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -13,6 +12,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dlrun.config_messages import describe_validation_errors, model_in
 from dlrun.errors import ConfigError
 
 BUILTIN_DATASETS = ("animals", "salary", "synthetic")
@@ -296,8 +296,7 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe_error(err) for err in _one_per_union(exc.errors())]
-        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(problems)) from None
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(describe_validation_errors(exc, Config))) from None
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -321,83 +320,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     node[keys[-1]] = value
 
 
-def _describe_error(err: dict[str, Any]) -> str:
-    loc = [str(part) for part in err["loc"] if not _is_union_tag(part)]  # ints are list items: model.dropout.1
-    where = ".".join(loc) or "config"
-    if err["type"] == "extra_forbidden":
-        hint = _nearest_key(loc)
-        return f"{where}: unknown key{hint}"
-    if err["type"] == "missing":
-        return f"{where}: required key is missing"
-    message = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    quiet = isinstance(got, (dict, list)) or got is None or f"got {got!r}" in message  # a validator's message may name it
-    return f"{where}: {message}{'' if quiet else f' (got {got!r})'}"
-
-
-def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One error per value that a union rejected. pydantic reports every branch that failed (`dropout: 1` is both
-    "less than 1" and "not a list"), which reads as a contradiction: keep the branch the value got furthest into."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for n, err in enumerate(errors):
-        loc = err["loc"]
-        tag_at = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
-        groups.setdefault(("union", *loc[:tag_at]) if tag_at is not None else ("single", n), []).append(err)
-    return [_most_specific(group) for group in groups.values()]
-
-
-def _most_specific(branches: list[dict[str, Any]]) -> dict[str, Any]:
-    """A broken constraint beats a wrong type, a deeper error a shallower one; when every branch rejected the
-    type, one message names what each would have accepted."""
-    if len(branches) == 1:
-        return branches[0]
-    specific = [err for err in branches if not err["type"].endswith(("_type", "_parsing"))]
-    if specific:
-        return max(specific, key=lambda err: len(err["loc"]))  # the first of equally deep ones
-    accepted = [err["msg"].removeprefix("Input should be ").split(", ")[0] for err in branches]
-    return {**branches[0], "msg": "Input should be " + " or ".join(dict.fromkeys(accepted))}
-
-
-# pydantic names union branches in error locations: 'str', 'constrained-float', 'list[str]', "literal['a','b']",
-# 'function-after[...]'. They are not keys; a dict key spelled like one (a target named 'str') is misread, rarely.
-_UNION_TAG = re.compile(r"str|int|float|bool|none|constrained-[a-z]+|[a-z][a-z-]*\[.*\]", re.S)
-
-
-def _is_union_tag(part: str | int) -> bool:
-    return isinstance(part, str) and _UNION_TAG.fullmatch(part) is not None
-
-
-def _nearest_key(loc: list[str]) -> str:
-    section: type[BaseModel] = Config
-    for key in loc[:-1]:
-        field = section.model_fields.get(key)
-        annotation = getattr(field, "annotation", None)
-        nested = _model_in(annotation)
-        if nested is None:
-            return ""
-        section = nested
-    allowed = list(section.model_fields)
-    close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.5)
-    suggestion = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{suggestion}; allowed keys: {', '.join(allowed)}"
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key path, default, description) for every field, nested sections flattened."""
     rows = []
     for name, field in section.model_fields.items():
         key = f"{prefix}{name}"
-        nested = _model_in(field.annotation)
+        nested = model_in(field.annotation)
         if nested is not None:
             rows.extend(describe_schema(nested, prefix=f"{key}."))
             continue
