@@ -25,6 +25,8 @@ BUILTINS = {
 }
 # Read as missing besides pandas' defaults (NA, n/a, null, ...): UCI-style tables mark gaps with '?'.
 MISSING_MARKERS = ["?"]
+# A number as spreadsheets export it: optional sign and currency, thousands grouped by commas, optional % sign.
+NUMBER_AS_TEXT = r"^[-+]?[$€£]?\s?\d{1,3}(,\d{3})*(\.\d+)?\s?%?$|^[-+]?[$€£]?\s?\d+(\.\d+)?\s?%?$"
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
 
@@ -100,8 +102,21 @@ def read_csv(path: Path) -> pd.DataFrame:
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
     frame.columns = [str(column).strip() for column in frame.columns]
+    frame = frame.apply(_number_from_text)
     # Headerless columns that are empty (a trailing comma) or a saved row index are artefacts, not data.
     return frame.drop(columns=[c for c in unnamed if frame[c].isna().all() or _is_row_index(frame[c])])
+
+
+def _number_from_text(values: pd.Series) -> pd.Series:
+    """A text column whose every value is a formatted number ("1,250", "$40,000.50", "12.5%") becomes numeric:
+    the formatting is an export artefact, and left as text each value would be its own category."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values
+    present = values.dropna().astype(str).str.strip()
+    if len(present) == 0 or not present.str.match(NUMBER_AS_TEXT).all():
+        return values
+    digits = values.astype(str).str.replace(r"[\s,$€£%]", "", regex=True)
+    return pd.to_numeric(digits.where(values.notna()), errors="coerce")
 
 
 def _is_row_index(values: pd.Series) -> bool:

@@ -273,3 +273,14 @@ def test_text_target_for_regression_names_column_and_value(classification_csv):
 def test_target_used_as_feature_is_rejected(regression_csv):
     with pytest.raises(DataError, match="price"):
         load(path=str(regression_csv), target="price", features=["size", "price"])
+
+
+def test_numbers_formatted_as_text_are_read_as_numbers(tmp_path):
+    path = tmp_path / "formatted.csv"
+    path.write_text('income,price,rate,code,city\n"1,250",$40,12.5%,"1,2",Oslo\n"12,000,000","$1,000.50",3%,"3,4",Rome\n7,,,,\n')
+    frame = read_csv(path)
+    assert frame["income"].tolist() == [1250, 12_000_000, 7]
+    assert frame["price"].tolist()[:2] == [40.0, 1000.5] and pd.isna(frame["price"][2])
+    assert frame["rate"].tolist()[:2] == [12.5, 3.0]
+    # Not a thousands grouping (and a city name is text): these stay categories.
+    assert frame["code"].tolist()[:2] == ["1,2", "3,4"] and frame["city"].tolist()[:2] == ["Oslo", "Rome"]
