@@ -27,6 +27,8 @@ BUILTINS = {
 MISSING_MARKERS = ["?"]
 # A number as spreadsheets export it: optional sign and currency, thousands grouped by commas, optional % sign.
 NUMBER_AS_TEXT = r"^[-+]?[$€£]?\s?\d{1,3}(,\d{3})*(\.\d+)?\s?%?$|^[-+]?[$€£]?\s?\d+(\.\d+)?\s?%?$"
+# An ISO-style date, optionally with a time of day: 2024-03-15, 2024/03/15, 2024-03-15 08:30[:00][Z or offset].
+DATE_AS_TEXT = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
 
@@ -102,7 +104,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
     frame.columns = [str(column).strip() for column in frame.columns]
-    frame = frame.apply(_number_from_text)
+    frame = frame.apply(_number_from_text).apply(_years_from_dates)
     # Headerless columns that are empty (a trailing comma) or a saved row index are artefacts, not data.
     return frame.drop(columns=[c for c in unnamed if frame[c].isna().all() or _is_row_index(frame[c])])
 
@@ -117,6 +119,23 @@ def _number_from_text(values: pd.Series) -> pd.Series:
         return values
     digits = values.astype(str).str.replace(r"[\s,$€£%]", "", regex=True)
     return pd.to_numeric(digits.where(values.notna()), errors="coerce")
+
+
+def _years_from_dates(values: pd.Series) -> pd.Series:
+    """A text column of dates becomes a number, the date as a fractional year (2024-07-02 -> 2024.5): as text,
+    every date would be its own category (or the column would be dropped as an identifier)."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values
+    present = values.dropna().astype(str).str.strip()
+    if len(present) == 0 or not present.str.match(DATE_AS_TEXT).all():
+        return values
+    dates = pd.to_datetime(present.str.replace("/", "-"), errors="coerce", utc=True, format="ISO8601")
+    if dates.isna().any():  # a month 13 or a February 30: not dates after all
+        return values
+    year_start = pd.to_datetime(dates.dt.year.astype(str) + "-01-01", utc=True)
+    days_in_year = np.where(dates.dt.is_leap_year, 366.0, 365.0)
+    years = dates.dt.year + (dates - year_start).dt.total_seconds().to_numpy() / 86_400 / days_in_year
+    return pd.Series(years, index=present.index, dtype=float).reindex(values.index)
 
 
 def _is_row_index(values: pd.Series) -> bool:

@@ -284,3 +284,21 @@ def test_numbers_formatted_as_text_are_read_as_numbers(tmp_path):
     assert frame["rate"].tolist()[:2] == [12.5, 3.0]
     # Not a thousands grouping (and a city name is text): these stay categories.
     assert frame["code"].tolist()[:2] == ["1,2", "3,4"] and frame["city"].tolist()[:2] == ["Oslo", "Rome"]
+
+
+def test_dates_become_fractional_years(tmp_path):
+    path = tmp_path / "dates.csv"
+    path.write_text("when,stamp,not_a_date,mixed\n2024-07-02,2023/01/01 00:00,2024-13-01,2024-01-01\n"
+                    "2023-01-01,2023-07-02T12:00:00Z,2024-01-01,soon\n,2023-01-01,2024-01-02,2024-02-02\n")
+    frame = read_csv(path)
+    assert frame["when"].tolist()[:2] == [2024.5, 2023.0] and pd.isna(frame["when"][2])
+    assert frame["stamp"].tolist() == pytest.approx([2023.0, 2023.5, 2023.0], abs=1e-3)
+    assert frame["not_a_date"][0] == "2024-13-01" and frame["mixed"][1] == "soon"
+
+
+def test_a_date_column_unique_per_row_is_a_feature_not_an_identifier(tmp_path):
+    frame = make_regression_frame()
+    frame["day"] = pd.date_range("2020-01-01", periods=len(frame), freq="D").strftime("%Y-%m-%d")
+    path = tmp_path / "daily.csv"
+    frame.to_csv(path, index=False)
+    assert "day" in load(path=str(path), target="price").features
