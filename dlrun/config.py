@@ -209,8 +209,8 @@ class TrainConfig(_Section):
     trunk_lr: Optional[float] = Field(
         None, gt=0, le=10, description="Learning rate of the (unfrozen) trunk when fine-tuning; heads keep optimizer.lr (null: the same lr)."
     )
-    fast_path: Literal["auto", "off"] = Field(
-        "auto", description="auto: train supported MLPs with the hand-written step (same numbers, several times faster); off: always autograd.",
+    fast_path: bool = Field(
+        True, description="Train with the hand-written fast step when it covers the model (same numbers, several times faster); false: always autograd.",
     )
 
 

@@ -56,8 +56,8 @@ DIRECT_KERNELS = {torch.optim.Adam: "adam", torch.optim.AdamW: "adamw", torch.op
 
 def unsupported(model: nn.Module, cfg: Config) -> str | None:
     """Why the fast step cannot train `model` with `cfg` (the run then uses autograd), or None when it can."""
-    if cfg.train.fast_path == "off":
-        return "train.fast_path is off"
+    if not cfg.train.fast_path:
+        return "train.fast_path is false"
     if not isinstance(getattr(model, "trunk", None), nn.Sequential) or not isinstance(getattr(model, "heads", None), nn.ModuleList):
         return f"{type(model).__name__} is not dlrun's MLP"
     if any(not p.requires_grad for p in model.parameters()):
@@ -153,19 +153,19 @@ class FastStep:
 
     def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
         """One step on a batch X (B, n_features); returns the batch loss (0-dim, on the device, no host sync)."""
-        # Forward, keeping what backward needs: per layer (input, pre-activation, output, dropout scale or None).
+        # Forward, keeping what backward needs: per layer (input, pre-activation, activation output, dropout scale or None).
         saved = []
         h = X
         for layer in self.layers:
             z = torch.addmm(layer.b, h, layer.W.t())  # (B, out)
             a = layer.forward(z)
             noise = None
+            h_in, h = h, a
             if layer.dropout > 0:
                 # As torch's CPU dropout does it (same draws from the global generator): mask / (1 - p), times input.
                 noise = torch.empty_like(a).bernoulli_(1 - layer.dropout).div_(1 - layer.dropout)
-                a = a * noise
-            saved.append((h, z, a, noise))
-            h = a
+                h = a * noise
+            saved.append((h_in, z, a, noise))
 
         # Heads and losses; grad_shared collects dLoss/dh of the last hidden layer (B, width) over the heads.
         total, grad_shared = None, None

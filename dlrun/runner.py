@@ -20,6 +20,7 @@ from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device, seeded_threads
 from dlrun.errors import ConfigError, RunError
+from dlrun.fast_step import unsupported
 from dlrun.inference import confusion_frame, prediction_frame, to_split, with_predictions
 from dlrun.io import write_csv, write_json
 from dlrun.metrics import epoch_columns, score
@@ -135,7 +136,8 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
-    info = {**info, "threads": threads}
+    slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
+    info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
     write_run_info(run_dir, info)
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
     try:
