@@ -4,7 +4,7 @@ A small tabular MLP spends most of an autograd step in framework overhead (graph
 loops), not arithmetic. Here the step is written out: a matmul per layer forward, the matching matmuls backward
 with each activation's own aten backward kernel (the ones autograd calls, so gradients agree with autograd), the
 gradients written straight into one flat buffer per optimizer parameter group, and the optimizer's fused kernel
-called on those buffers directly.
+called on those buffers directly (flat_optim.py).
 
 The model's parameters stay the source of truth: they are re-pointed to views of the flat buffers, so
 `state_dict`, checkpoints, `load_state_dict` (early stopping's best epoch, resume) and any callback that reads or
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlrun.config import Config
+from dlrun.config import Config, OptimizerConfig
+from dlrun.flat_optim import FlatOptimizer
 from dlrun.losses import Criterion
 
 aten = torch.ops.aten
@@ -50,10 +51,6 @@ def activation_functions(module: nn.Module) -> tuple[Callable[[torch.Tensor], to
     raise KeyError(kind.__name__)
 
 
-# Optimizers whose fused kernel the step calls directly; others (rmsprop) step through torch.optim.
-DIRECT_KERNELS = {torch.optim.Adam: "adam", torch.optim.AdamW: "adamw", torch.optim.SGD: "sgd"}
-
-
 def unsupported(model: nn.Module, cfg: Config) -> str | None:
     """Why the fast step cannot train `model` with `cfg` (the run then uses autograd), or None when it can."""
     if not cfg.train.fast_path:
@@ -64,6 +61,8 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
         return "frozen layers (train.freeze)"
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return "parameters that are not float32"
+    if any(p.device.type not in ("cpu", "cuda") for p in model.parameters()):
+        return "a device other than cpu or cuda (no fused optimizer kernels)"
     try:
         _trunk_layers(model.trunk)
     except ValueError as exc:
@@ -76,6 +75,7 @@ class _Layer:
     """One hidden layer: Linear, activation, optional dropout. W and b are views of the flat buffers."""
 
     W: torch.Tensor  # (out, in)
+    W_t: torch.Tensor  # (in, out), a view of W made once: the forward matmul's operand
     b: torch.Tensor  # (out,)
     grad_W: torch.Tensor
     grad_b: torch.Tensor
@@ -110,18 +110,17 @@ class FastStep:
     """`step(X, y) -> loss`: one optimisation step of dlrun's MLP without autograd. Build it only when
     `unsupported(model, cfg)` is None; it re-points the model's parameters into flat buffers (values unchanged).
 
-    `groups` are the optimizer's parameter groups of the model (trainer.param_groups) and `build_optimizer` turns a
-    list of such groups into the configured torch optimizer: the step uses it over one flat tensor per group, so
-    its state_dict, lr schedule and checkpointing work as for any optimizer.
+    `groups` are the optimizer's parameter groups of the model (trainer.param_groups); the step's `optimizer` is a
+    FlatOptimizer over one flat tensor per group, with torch.optim's param_groups and state_dict interface.
     """
 
     path = "fast"
 
-    def __init__(self, model: nn.Module, criterion: Criterion, groups: list[dict[str, Any]],
-                 build_optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer], clip: float | None):
+    def __init__(self, model: nn.Module, criterion: Criterion, groups: list[dict[str, Any]], cfg: OptimizerConfig,
+                 clip: float | None):
         self.criterion, self.clip = criterion, clip
         views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(parameter) -> (value view, grad view)
-        flat_groups, self.flat, self.grads = [], [], []
+        flat_groups, self.grads = [], []
         for group in groups:
             params = group["params"]
             flat = torch.cat([p.detach().reshape(-1) for p in params])  # (n_params_in_group,)
@@ -135,20 +134,18 @@ class FastStep:
                 views[id(p)] = (value, grad_view)
                 offset += p.numel()
             flat_groups.append({**group, "params": [flat]})
-            self.flat.append(flat)
             self.grads.append(grad)
-        self.optimizer = build_optimizer(flat_groups)
-        self.kernel = DIRECT_KERNELS.get(type(self.optimizer)) if self.optimizer.defaults.get("fused") else None
+        self.optimizer = FlatOptimizer(flat_groups, cfg)
 
         def layer(linear: nn.Linear, activation: nn.Module | None, dropout: float) -> _Layer:
             (W, grad_W), (b, grad_b) = views[id(linear.weight)], views[id(linear.bias)]
             forward, backward = activation_functions(activation) if activation is not None else (None, None)
-            return _Layer(W, b, grad_W, grad_b, forward, backward, dropout)
+            return _Layer(W, W.t(), b, grad_W, grad_b, forward, backward, dropout)
 
         self.layers = [layer(*parts) for parts in _trunk_layers(model.trunk)]
         self.heads = [layer(head, None, 0.0) for head in model.heads]
         self.loss_parts = criterion.parts  # (target, is_classification, weight, options), in head order
-        device = self.flat[0].device
+        device = self.grads[0].device
         self.loss_grads = [torch.tensor(float(weight), device=device) for _, _, weight, _ in self.loss_parts]
 
     def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -157,7 +154,7 @@ class FastStep:
         saved = []
         h = X
         for layer in self.layers:
-            z = torch.addmm(layer.b, h, layer.W.t())  # (B, out)
+            z = torch.addmm(layer.b, h, layer.W_t)  # (B, out)
             a = layer.forward(z)
             noise = None
             h_in, h = h, a
@@ -170,7 +167,7 @@ class FastStep:
         # Heads and losses; grad_shared collects dLoss/dh of the last hidden layer (B, width) over the heads.
         total, grad_shared = None, None
         for head, part, loss_grad in zip(self.heads, self.loss_parts, self.loss_grads):
-            out = torch.addmm(head.b, h, head.W.t())  # (B, n_outputs)
+            out = torch.addmm(head.b, h, head.W_t)  # (B, n_outputs)
             loss, grad_out = _loss_and_grad(out, y[part[0]], part, loss_grad)
             total = loss if total is None else total + loss
             torch.mm(grad_out.t(), h, out=head.grad_W)
@@ -192,29 +189,8 @@ class FastStep:
         if self.clip is not None:  # what torch.nn.utils.clip_grad_norm_ does, on the flat gradients
             total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.grads)))
             torch._foreach_mul_(self.grads, torch.clamp(self.clip / (total_norm + 1e-6), max=1.0))
-        self._update()
+        self.optimizer.step()
         return total
-
-    def _update(self) -> None:
-        """The optimizer's own update; its fused kernel is called directly once its state exists (after the first
-        step), which skips torch.optim's per-call bookkeeping. Same kernel, same arguments: the same numbers."""
-        optimizer, state = self.optimizer, self.optimizer.state
-        if self.kernel is None or not all(state.get(flat) for flat in self.flat):
-            optimizer.step()  # also creates the state on the first step
-            return
-        if self.kernel == "sgd":
-            for flat, grad, group in zip(self.flat, self.grads, optimizer.param_groups):
-                torch._fused_sgd_([flat], [grad], [state[flat]["momentum_buffer"]], weight_decay=group["weight_decay"],
-                                  momentum=group["momentum"], lr=group["lr"], dampening=group["dampening"],
-                                  nesterov=group["nesterov"], maximize=False, is_first_step=False)
-            return
-        kernel = torch._fused_adamw_ if self.kernel == "adamw" else torch._fused_adam_
-        torch._foreach_add_([state[flat]["step"] for flat in self.flat], 1)
-        for flat, grad, group in zip(self.flat, self.grads, optimizer.param_groups):
-            st = state[flat]
-            beta1, beta2 = group["betas"]
-            kernel([flat], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]], amsgrad=False, lr=group["lr"],
-                   beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
 
 def _loss_and_grad(out: torch.Tensor, y: torch.Tensor, part: tuple, loss_grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +200,7 @@ def _loss_and_grad(out: torch.Tensor, y: torch.Tensor, part: tuple, loss_grad: t
     _, is_classification, weight, options = part
     if not is_classification:
         pred = out.squeeze(1)  # (B,)
-        loss = F.mse_loss(pred, y)
+        loss = aten.mse_loss(pred, y)  # F.mse_loss's kernel without its Python-side broadcasting checks
         grad = aten.mse_loss_backward(loss_grad, pred, y, 1).unsqueeze(1)  # 1 = mean reduction
     else:
         class_weight, smoothing = options.get("weight"), options["label_smoothing"]

@@ -38,7 +38,7 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device,
 
 
 def optimizer_over(groups: list[dict[str, Any]], cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The configured optimizer over parameter groups (the model's own, or fast_step's flat buffers)."""
+    """The configured torch optimizer over parameter groups."""
     # The fused kernels update every parameter in one call instead of one small op per tensor.
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if cfg.name == "adam":
@@ -82,7 +82,7 @@ def make_step(model: nn.Module, cfg: Config, criterion: Criterion, device: torch
     Both hold the optimizer as `.optimizer` and compute the same step (tests/test_fast_step.py)."""
     groups = param_groups(model, cfg.optimizer, cfg.train.trunk_lr)
     if unsupported(model, cfg) is None:
-        return FastStep(model, criterion, groups, lambda flat: optimizer_over(flat, cfg.optimizer, device), cfg.train.grad_clip)
+        return FastStep(model, criterion, groups, cfg.optimizer, cfg.train.grad_clip)
     return AutogradStep(model, criterion, optimizer_over(groups, cfg.optimizer, device), cfg.train.grad_clip)
 
 
