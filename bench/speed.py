@@ -13,8 +13,10 @@ The task (issue 3, item 12): 10,000 training rows x 10 features of seeded random
 
 Every method trains on the same preprocessed tensors (dlrun's Preprocessor output) for one warm-up epoch plus
 `--epochs` timed epochs; the median of the timed epochs is reported with the last epoch's mean training MSE (on the
-standardised target), so equal work shows as similar losses. Extra rows repeat (b) and (d) at batch 256 and 1024 and
-with a wider 512-256 model, so a regression in another regime is visible too.
+standardised target), so equal work shows as similar losses. The baselines' epochs are interleaved with dlrun's
+(one epoch of each after every dlrun epoch), so a burst of load on a shared machine hits all methods alike. Extra
+rows repeat (b) and (d) at batch 256 and 1024 and with a wider 512-256 model, so a regression in another regime is
+visible too.
 
 Every method runs with the same `torch.set_num_threads(--threads)` (and BLAS threads for scikit-learn).
 `dlrun train` picks its own count (`train.threads`, see dlrun.device.choose_threads); the output says what it would
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -112,29 +115,45 @@ def dlrun_setup(csv: Path, hidden: list[int], batch_size: int, epochs: int, fast
     return cfg, prep, splits, model, device
 
 
-class EpochClock(Callback):
-    """Wall time between successive epoch ends: everything fit does per epoch (training, validation scoring with
-    torchmetrics, best-weight copy) plus whatever callbacks run before this one."""
+class Interleaved(Callback):
+    """Times fit's epochs and, after each, one epoch of every baseline, so all methods run under the same load of a
+    shared machine. A dlrun epoch is the wall time from the end of the previous epoch's baselines to this epoch's
+    end: everything fit does per epoch (training, validation scoring with torchmetrics, best-weight copy) plus the
+    callbacks before this one."""
+
+    def __init__(self, baselines: dict[str, Callable[[], float]]):
+        self.baselines = baselines
+        self.seconds: dict[str, list[float]] = {name: [] for name in ["dlrun", *baselines]}
+        self.losses: dict[str, float] = {}
 
     def on_train_begin(self, state) -> None:
-        self.stamps = [time.perf_counter()]
+        self.last = time.perf_counter()
 
     def on_epoch_end(self, state, row) -> None:
-        self.stamps.append(time.perf_counter())
+        self.seconds["dlrun"].append(time.perf_counter() - self.last)
+        self.losses["dlrun"] = row["train_loss"]
+        for name, run_epoch in self.baselines.items():
+            start = time.perf_counter()
+            self.losses[name] = run_epoch()
+            self.seconds[name].append(time.perf_counter() - start)
+        self.last = time.perf_counter()
+
+    def result(self, name: str) -> tuple[float, float]:
+        """Median seconds per epoch after the warm-up epoch, and the last epoch's training loss."""
+        return statistics.median(self.seconds[name][1:]), self.losses[name]
 
 
-def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int, log_dir: Path | None = None, fast_path: bool = True):
-    """(d): median full epoch wall time after the warm-up epoch, last train loss, and history's own `seconds`."""
+def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int, baselines: dict[str, Callable[[], float]] = {},
+              log_dir: Path | None = None, fast_path: bool = True) -> Interleaved:
+    """(d), fit for one warm-up plus `epochs` epochs, with one epoch of each baseline after each of its epochs."""
     cfg, prep, splits, model, device = dlrun_setup(csv, hidden, batch_size, epochs + 1, fast_path)
-    clock = EpochClock()
+    clock = Interleaved(baselines)
     # The files `dlrun train` writes each epoch: only in one row, so the other rows time the training loop itself.
     files = [MetricsLog(log_dir / "metrics.csv"), Checkpoints(log_dir / "checkpoints")] if log_dir else []
     with torch.random.fork_rng(devices=[]):  # as runner.train does
         torch.manual_seed(cfg.seed)
-        state = fit(model, splits["train"], splits["val"], prep, cfg, device, [*files, clock])
-    wall = np.diff(clock.stamps)[1:]
-    history_seconds = [row["seconds"] for row in state.history[1:]]
-    return float(np.median(wall)), state.history[-1]["train_loss"], statistics.median(history_seconds)
+        fit(model, splits["train"], splits["val"], prep, cfg, device, [*files, clock])
+    return clock
 
 
 def make_mlp(hidden: list[int]) -> nn.Sequential:
@@ -146,18 +165,8 @@ def make_mlp(hidden: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
-def timed(run_epoch, epochs: int) -> tuple[float, float]:
-    """Median seconds of `epochs` calls after one warm-up call, and the last call's return value (the loss)."""
-    seconds, loss = [], float("nan")
-    for _ in range(epochs + 1):
-        start = time.perf_counter()
-        loss = run_epoch()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds[1:]), loss
-
-
-def run_dataloader(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int):
-    """(a): the loop most tutorials (and a first version of a project) start from."""
+def dataloader_epoch(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int) -> Callable[[], float]:
+    """(a): the loop most tutorials (and a first version of a project) start from; returns one epoch's function."""
     model = make_mlp(hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = DataLoader(TensorDataset(X, y.unsqueeze(1)), batch_size=batch_size, shuffle=True,
@@ -173,10 +182,10 @@ def run_dataloader(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_si
             total += loss.item() * len(xb)
         return total / len(X)
 
-    return timed(epoch, epochs)
+    return epoch
 
 
-def run_slicing(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int, fused: bool = False):
+def slicing_epoch(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, fused: bool = False) -> Callable[[], float]:
     """(b): one gather per epoch, then contiguous slices; the loss is summed on the device (no host sync per batch)."""
     model = make_mlp(hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
@@ -195,10 +204,10 @@ def run_slicing(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size:
             total += loss.detach() * min(batch_size, n_rows - start)
         return float(total / n_rows)
 
-    return timed(epoch, epochs)
+    return epoch
 
 
-def run_sklearn(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, epochs: int, threads: int):
+def sklearn_epoch(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size: int, threads: int) -> Callable[[], float]:
     """(c): one `partial_fit` call is exactly one shuffled pass over the rows with Adam state kept between calls,
     so each epoch is timed on its own like the others (max_iter=N would give only a total, and its convergence
     checks could end early). alpha=0 matches weight_decay 0; sklearn's `loss_` is half the MSE, hence the 2x."""
@@ -208,8 +217,12 @@ def run_sklearn(X: torch.Tensor, y: torch.Tensor, hidden: list[int], batch_size:
     model = MLPRegressor(hidden_layer_sizes=tuple(hidden), batch_size=batch_size, solver="adam",
                          learning_rate_init=1e-3, alpha=0.0, shuffle=True, random_state=SEED)
     X_np, y_np = X.numpy(), y.numpy()  # float32 in, so sklearn computes in float32 like torch
-    with threadpool_limits(limits=threads, user_api="blas"):
-        return timed(lambda: 2 * model.partial_fit(X_np, y_np).loss_, epochs)
+
+    def epoch() -> float:
+        with threadpool_limits(limits=threads, user_api="blas"):
+            return 2 * model.partial_fit(X_np, y_np).loss_
+
+    return epoch
 
 
 def median_wall(command: list[str], repeats: int) -> float:
@@ -283,34 +296,33 @@ def main() -> None:
         _, _, splits, _, _ = dlrun_setup(csv, hidden, batch_size, 1)
         X, y = splits["train"].X, splits["train"].y["y"]  # (10000, 10) float32, (10000,) standardised
 
-        d_seconds, d_loss, d_history = run_dlrun(csv, hidden, batch_size, epochs)
-        autograd = run_dlrun(csv, hidden, batch_size, epochs, fast_path=False)
-        results = {
-            "a": run_dataloader(X, y, hidden, batch_size, epochs),
-            "b": run_slicing(X, y, hidden, batch_size, epochs),
-            "b_fused": run_slicing(X, y, hidden, batch_size, epochs, fused=True),
-            "c": run_sklearn(X, y, hidden, batch_size, epochs, args.threads),
+        baselines = {
+            "a": dataloader_epoch(X, y, hidden, batch_size),
+            "b": slicing_epoch(X, y, hidden, batch_size),
+            "b_fused": slicing_epoch(X, y, hidden, batch_size, fused=True),
+            "c": sklearn_epoch(X, y, hidden, batch_size, args.threads),
         }
+        base = run_dlrun(csv, hidden, batch_size, epochs, baselines)
+        autograd = run_dlrun(csv, hidden, batch_size, epochs, fast_path=False).result("dlrun")
+        logged = run_dlrun(csv, hidden, batch_size, epochs, log_dir=Path(tmp) / "run").result("dlrun")
+        results = {name: base.result(name) for name in ["dlrun", *baselines]}
         rows += [
             ("(a) DataLoader loop", batch_size, hidden, *results["a"], "torch.optim.Adam defaults"),
             ("(b) tensor slicing", batch_size, hidden, *results["b"], "torch.optim.Adam defaults"),
             ("(b) + fused Adam", batch_size, hidden, *results["b_fused"], "not in the ratios"),
             ("(c) sklearn MLPRegressor", batch_size, hidden, *results["c"], "partial_fit per epoch"),
-            ("(d) dlrun fit, fast step", batch_size, hidden, d_seconds, d_loss,
-             f"incl. val scoring of {N_VAL} rows; history 'seconds' {d_history:.3f}"),
-            ("(d) dlrun fit, autograd", batch_size, hidden, autograd[0], autograd[1], "train.fast_path: false"),
+            ("(d) dlrun fit, fast step", batch_size, hidden, *results["dlrun"], f"incl. val scoring of {N_VAL} rows"),
+            ("(d) dlrun fit, autograd", batch_size, hidden, *autograd, "train.fast_path: false; run on its own"),
+            ("(d) + runner's file callbacks", batch_size, hidden, *logged, "+ metrics.csv, last/best.pt; run on its own"),
         ]
-        logged, logged_loss, _ = run_dlrun(csv, hidden, batch_size, epochs, log_dir=Path(tmp) / "run")
-        rows.append(("(d) + runner's file callbacks", batch_size, hidden, logged, logged_loss, "+ metrics.csv, last/best.pt"))
         for regime in REGIMES:
-            b = run_slicing(X, y, regime["hidden"], regime["batch_size"], extra_epochs)
-            d_regime, d_regime_loss, _ = run_dlrun(csv, regime["hidden"], regime["batch_size"], extra_epochs)
-            slow, slow_loss, _ = run_dlrun(csv, regime["hidden"], regime["batch_size"], extra_epochs, fast_path=False)
-            rows.append(("(b) tensor slicing", regime["batch_size"], regime["hidden"], *b, ""))
-            rows.append(("(d) dlrun fit, fast step", regime["batch_size"], regime["hidden"], d_regime, d_regime_loss,
-                         f"vs (b): {versus(d_regime, b[0])}"))
-            rows.append(("(d) dlrun fit, autograd", regime["batch_size"], regime["hidden"], slow, slow_loss,
-                         f"fast step {versus(d_regime, slow)}"))
+            widths, size = regime["hidden"], regime["batch_size"]
+            clock = run_dlrun(csv, widths, size, extra_epochs, {"b": slicing_epoch(X, y, widths, size)})
+            fast, b = clock.result("dlrun"), clock.result("b")
+            slow = run_dlrun(csv, widths, size, extra_epochs, fast_path=False).result("dlrun")
+            rows.append(("(b) tensor slicing", size, widths, *b, ""))
+            rows.append(("(d) dlrun fit, fast step", size, widths, *fast, f"vs (b): {versus(fast[0], b[0])}"))
+            rows.append(("(d) dlrun fit, autograd", size, widths, *slow, f"fast step {versus(fast[0], slow[0])}"))
 
         big_csv, big_config = Path(tmp) / "big.csv", Path(tmp) / "big.yaml"
         write_big_csv(big_csv)
@@ -328,11 +340,12 @@ def main() -> None:
 
     print(f"dlrun bench/speed.py: {N_TRAIN} train rows x {N_FEATURES} features, Adam lr 1e-3, CPU, "
           f"torch {torch.__version__}, torch.set_num_threads({args.threads}) and BLAS threads {args.threads} for every method")
-    print(f"median of {epochs} epochs after 1 warm-up ({extra_epochs} for the extra regimes); "
+    print(f"median of {epochs} epochs after 1 warm-up ({extra_epochs} for the extra regimes), each baseline's epoch run right "
+          "after one of dlrun's so they share the machine's load; "
           "train loss = last epoch's mean batch MSE on the standardised target")
     print(f"`dlrun train` with train.threads unset would use {' or '.join(map(str, sorted(auto)))} thread(s) for these rows")
-    print("(d) time = wall time between fit's epoch ends (training + its per-epoch validation scoring with torchmetrics "
-          "+ best-weight copy); fit is called without runner's file callbacks except in the row that says so\n")
+    print("(d) time = fit's epoch: training + per-epoch validation scoring with torchmetrics + best-weight copy; "
+          "fit is called without runner's file callbacks except in the row that says so\n")
     header = f"{'method':<31}{'batch':>6}  {'hidden':<12}{'s/epoch':>9}{'train loss':>12}  note"
     print(header)
     print("-" * len(header))
@@ -340,7 +353,7 @@ def main() -> None:
         print(f"{method:<31}{batch:>6}  {'-'.join(map(str, widths)):<12}{seconds:>9.3f}{loss:>12.4f}  {note}")
     print()
     for key, name in (("a", "(a) DataLoader loop"), ("b", "(b) tensor slicing"), ("c", "(c) sklearn MLPRegressor")):
-        print(f"dlrun vs {name:<25} {versus(d_seconds, results[key][0])}")
+        print(f"dlrun vs {name:<25} {versus(results['dlrun'][0], results[key][0])}")
 
     print(f"\nwhole processes, median of {repeats} run(s), seconds; threads as `dlrun train` picks them")
     header = (f"{'dlrun train':<22}{'epochs':>7}{'wall':>7}{'start-up+exit':>15}{'load+preprocess':>17}"

@@ -163,9 +163,10 @@ def test_the_model_parameters_stay_the_weights_the_fast_step_trains(prepared):
         torch.testing.assert_close(models[True][name], tensor, rtol=1e-5, atol=1e-6)
 
 
-def test_optimizer_state_round_trips_through_its_state_dict(prepared):
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd_momentum_decay", "rmsprop_momentum"])
+def test_optimizer_state_round_trips_through_its_state_dict(prepared, optimizer):
     """What last.pt stores (optimizer.state_dict) restores the fast step's optimizer exactly."""
-    cfg, ready = _config(prepared, "both", {"optimizer": {"name": "adam"}}, True)
+    cfg, ready = _config(prepared, "both", {"optimizer": OPTIMIZERS[optimizer], "train": {"trunk_lr": 0.002}}, True)
     split = ready.splits["train"]
     batch = (split.X[:BATCH], {t: v[:BATCH] for t, v in split.y.items()})
 
@@ -186,9 +187,12 @@ def test_optimizer_state_round_trips_through_its_state_dict(prepared):
         step(*batch)
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
+    assert len(saved_optimizer["param_groups"]) == 2  # trunk and heads learn at different rates
+    with pytest.raises(ValueError, match="parameter groups"):
+        step_b.optimizer.load_state_dict({**saved_optimizer, "param_groups": saved_optimizer["param_groups"][:1]})
 
 
-def test_a_run_gives_the_same_metrics_on_either_path_and_records_which_ran(tmp_path):
+def test_a_run_gives_the_same_metrics_on_either_path_and_records_which_ran_and_its_stage_times(tmp_path):
     config = {"seed": 2, "device": "cpu", "data": {"dataset": "synthetic", "synthetic": {"n_samples": 400}},
               "model": {"hidden": [16, 8], "dropout": 0.1}, "scheduler": {"name": "cosine"},
               "train": {"epochs": 6, "grad_clip": 1.0, "label_smoothing": 0.05}}
@@ -197,7 +201,10 @@ def test_a_run_gives_the_same_metrics_on_either_path_and_records_which_ran(tmp_p
     for split, targets in general.metrics.items():
         for target, values in targets.items():
             assert fast.metrics[split][target] == pytest.approx(values, rel=1e-4, abs=1e-5), (split, target)
-    assert json.loads((fast.run_dir / "run.json").read_text())["train_step"] == {"path": "fast", "reason": None}
+    info = json.loads((fast.run_dir / "run.json").read_text())
+    assert info["train_step"] == {"path": "fast", "reason": None}
+    assert set(info["seconds"]) == {"load_and_preprocess", "train", "evaluate_and_write"}
+    assert all(seconds >= 0 for seconds in info["seconds"].values()) and info["seconds"]["train"] > 0
     assert json.loads((general.run_dir / "run.json").read_text())["train_step"] == {
         "path": "general", "reason": "train.fast_path is false"}
 
