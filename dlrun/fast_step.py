@@ -57,8 +57,8 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
         return "train.fast_path is false"
     if not isinstance(getattr(model, "trunk", None), nn.Sequential) or not isinstance(getattr(model, "heads", None), nn.ModuleList):
         return f"{type(model).__name__} is not dlrun's MLP"
-    if any(not p.requires_grad for p in model.parameters()):
-        return "frozen layers (train.freeze)"
+    if not any(p.requires_grad for p in model.parameters()):
+        return "every parameter is frozen (train.freeze)"
     if any(p.dtype != torch.float32 for p in model.parameters()):
         return "parameters that are not float32"
     if any(p.device.type not in ("cpu", "cuda") for p in model.parameters()):
@@ -77,8 +77,8 @@ class _Layer:
     W: torch.Tensor  # (out, in)
     W_t: torch.Tensor  # (in, out), a view of W made once: the forward matmul's operand
     b: torch.Tensor  # (out,)
-    grad_W: torch.Tensor
-    grad_b: torch.Tensor
+    grad_W: torch.Tensor | None  # None: frozen (train.freeze), no gradient computed
+    grad_b: torch.Tensor | None
     forward: Callable[[torch.Tensor], torch.Tensor] | None  # the activation; None for a head (raw outputs)
     backward: Callable[..., torch.Tensor] | None
     dropout: float
@@ -138,12 +138,17 @@ class FastStep:
         self.optimizer = FlatOptimizer(flat_groups, cfg)
 
         def layer(linear: nn.Linear, activation: nn.Module | None, dropout: float) -> _Layer:
-            (W, grad_W), (b, grad_b) = views[id(linear.weight)], views[id(linear.bias)]
+            # A frozen parameter is in no optimizer group: it keeps its own storage and gets no gradient.
+            W, grad_W = views.get(id(linear.weight), (linear.weight.detach(), None))
+            b, grad_b = views.get(id(linear.bias), (linear.bias.detach(), None))
             forward, backward = activation_functions(activation) if activation is not None else (None, None)
             return _Layer(W, W.t(), b, grad_W, grad_b, forward, backward, dropout)
 
         self.layers = [layer(*parts) for parts in _trunk_layers(model.trunk)]
         self.heads = [layer(head, None, 0.0) for head in model.heads]
+        # Backward stops below the lowest layer with a trainable parameter (frozen first layers need no gradient).
+        trainable = [i for i, l in enumerate(self.layers) if l.grad_W is not None or l.grad_b is not None]
+        self.lowest_trained = trainable[0] if trainable else len(self.layers)
         self.loss_parts = criterion.parts  # (target, is_classification, weight, options), in head order
         device = self.grads[0].device
         self.loss_grads = [torch.tensor(float(weight), device=device) for _, _, weight, _ in self.loss_parts]
@@ -170,20 +175,18 @@ class FastStep:
             out = torch.addmm(head.b, h, head.W_t)  # (B, n_outputs)
             loss, grad_out = _loss_and_grad(out, y[part[0]], part, loss_grad)
             total = loss if total is None else total + loss
-            torch.mm(grad_out.t(), h, out=head.grad_W)
-            torch.sum(grad_out, 0, out=head.grad_b)
+            _weight_and_bias_grads(head, grad_out, h)
             back = grad_out @ head.W
             grad_shared = back if grad_shared is None else grad_shared + back
 
         grad = grad_shared
-        for i in range(len(self.layers) - 1, -1, -1):
+        for i in range(len(self.layers) - 1, self.lowest_trained - 1, -1):
             layer, (h_in, z, a, noise) = self.layers[i], saved[i]
             if noise is not None:
                 grad = grad * noise
             grad = layer.backward(grad, z, a)  # (B, out)
-            torch.mm(grad.t(), h_in, out=layer.grad_W)
-            torch.sum(grad, 0, out=layer.grad_b)
-            if i:
+            _weight_and_bias_grads(layer, grad, h_in)
+            if i > self.lowest_trained:
                 grad = grad @ layer.W  # (B, in)
 
         if self.clip is not None:  # what torch.nn.utils.clip_grad_norm_ does, on the flat gradients
@@ -191,6 +194,14 @@ class FastStep:
             torch._foreach_mul_(self.grads, torch.clamp(self.clip / (total_norm + 1e-6), max=1.0))
         self.optimizer.step()
         return total
+
+
+def _weight_and_bias_grads(layer: _Layer, grad: torch.Tensor, h_in: torch.Tensor) -> None:
+    """Write dLoss/dW = grad^T h_in (out, in) and dLoss/db = sum of grad over the batch into the flat gradients."""
+    if layer.grad_W is not None:
+        torch.mm(grad.t(), h_in, out=layer.grad_W)
+    if layer.grad_b is not None:
+        torch.sum(grad, 0, out=layer.grad_b)
 
 
 def _loss_and_grad(out: torch.Tensor, y: torch.Tensor, part: tuple, loss_grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
