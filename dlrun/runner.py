@@ -11,6 +11,8 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
+import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
+# it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
 from dlrun.artifacts import (create_run_dir, environment, load_checkpoint, load_weights, now, open_run_files, read_run_info,
