@@ -120,5 +120,5 @@ def test_serving_predictions_does_not_import_torchmetrics():
     import subprocess
     import sys
 
-    code = "import sys, dlrun.inference, dlrun.runner; print('torchmetrics' in sys.modules)"
+    code = "import sys, dlrun.cli, dlrun.inference; print('torchmetrics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
