@@ -9,7 +9,7 @@ called on those buffers directly (flat_optim.py).
 The model's parameters stay the source of truth: they are re-pointed to views of the flat buffers, so
 `state_dict`, checkpoints, `load_state_dict` (early stopping's best epoch, resume) and any callback that reads or
 differentiates `model.named_parameters()` see the weights as they are, without copies. Whatever this step does not
-cover (norm layers, frozen layers, other modules) trains on the autograd path in trainer.py; `unsupported` says why.
+cover (norm layers, other modules) trains on the autograd path in trainer.py; `unsupported` says why.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
 
 @dataclass
 class _Layer:
-    """One hidden layer: Linear, activation, optional dropout. W and b are views of the flat buffers."""
+    """A hidden layer (Linear, activation, optional dropout) or a head (Linear alone). W and b are views of the flat
+    buffers, or a frozen parameter's own tensor."""
 
     W: torch.Tensor  # (out, in)
     W_t: torch.Tensor  # (in, out), a view of W made once: the forward matmul's operand
@@ -114,11 +115,9 @@ class FastStep:
     FlatOptimizer over one flat tensor per group, with torch.optim's param_groups and state_dict interface.
     """
 
-    path = "fast"
-
     def __init__(self, model: nn.Module, criterion: Criterion, groups: list[dict[str, Any]], cfg: OptimizerConfig,
                  clip: float | None):
-        self.criterion, self.clip = criterion, clip
+        self.clip = clip
         views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(parameter) -> (value view, grad view)
         flat_groups, self.grads = [], []
         for group in groups:
@@ -163,10 +162,13 @@ class FastStep:
             a = layer.forward(z)
             noise = None
             h_in, h = h, a
-            if layer.dropout > 0:
-                # As torch's CPU dropout does it (same draws from the global generator): mask / (1 - p), times input.
-                noise = torch.empty_like(a).bernoulli_(1 - layer.dropout).div_(1 - layer.dropout)
-                h = a * noise
+            if layer.dropout > 0:  # as F.dropout does it, drawing the same numbers from the same generator
+                if a.is_cuda:  # one fused kernel there: output and keep-mask
+                    h, keep = torch.native_dropout(a, layer.dropout, True)
+                    noise = keep * (1 / (1 - layer.dropout))
+                else:  # on the CPU: a Bernoulli mask / (1 - p), times the input
+                    noise = torch.empty_like(a).bernoulli_(1 - layer.dropout).div_(1 - layer.dropout)
+                    h = a * noise
             saved.append((h_in, z, a, noise))
 
         # Heads and losses; grad_shared collects dLoss/dh of the last hidden layer (B, width) over the heads.

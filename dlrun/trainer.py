@@ -67,8 +67,6 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None)
 class AutogradStep:
     """`step(X, y) -> loss` through autograd and torch.optim: the general path, for any model and config."""
 
-    path = "general"
-
     def __init__(self, model: nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer, clip: float | None):
         self.model, self.criterion, self.optimizer, self.clip = model, criterion, optimizer, clip
         self.params = [p for p in model.parameters() if p.requires_grad]
