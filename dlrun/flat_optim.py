@@ -118,13 +118,23 @@ class FlatOptimizer:
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Load a state_dict of this optimizer, or of torch.optim over the same groups' separate parameters (a run
+        checkpointed on the autograd path): per-parameter state is concatenated in the flat buffer's order."""
         flats = self._flat()
         if len(saved["param_groups"]) != len(flats):
             raise ValueError(f"the saved optimizer has {len(saved['param_groups'])} parameter groups, this one {len(flats)}")
-        for group, saved_group in zip(self.param_groups, saved["param_groups"]):
+        state = {}
+        for flat, group, saved_group in zip(flats, self.param_groups, saved["param_groups"]):
             group.update({k: v for k, v in saved_group.items() if k != "params"})
-        self.state = {}
-        for i, state in saved["state"].items():
-            flat = flats[int(i)]
-            self.state[flat] = {key: value.to(flat.device, copy=True) if isinstance(value, torch.Tensor) else value
-                                for key, value in state.items()}
+            parts = [saved["state"][i] for i in saved_group["params"] if i in saved["state"]]
+            if not parts:
+                continue  # saved before its first step
+            state[flat] = {}
+            for key, value in parts[0].items():
+                if isinstance(value, torch.Tensor) and value.dim():
+                    value = torch.cat([part[key].reshape(-1) for part in parts])
+                    if value.numel() != flat.numel():
+                        raise ValueError(f"the saved optimizer's {key} holds {value.numel()} values, this group {flat.numel()}")
+                # 0-dim entries (the step count) are the same for every parameter of a group
+                state[flat][key] = value.to(flat.device, copy=True) if isinstance(value, torch.Tensor) else value
+        self.state = state

@@ -202,6 +202,30 @@ def test_optimizer_state_round_trips_through_its_state_dict(prepared, optimizer)
         step_b.optimizer.load_state_dict({**saved_optimizer, "param_groups": saved_optimizer["param_groups"][:1]})
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd_momentum_decay", "rmsprop_momentum"])
+def test_a_checkpoint_of_the_autograd_path_resumes_on_the_fast_path(prepared, optimizer):
+    """A run checkpointed by torch.optim (one state entry per parameter; runs from before the fast step) continues
+    on the fast step as it would have on autograd."""
+    cfg, ready = _config(prepared, "both", {"optimizer": OPTIMIZERS[optimizer], "train": {"trunk_lr": 0.002}}, False)
+    split = ready.splits["train"]
+    batch = (split.X[:BATCH], {t: v[:BATCH] for t, v in split.y.items()})
+    criterion = Criterion(ready.prep, cfg.train, split.y)
+    model = build_model(len(ready.prep.feature_names_), ready.prep.output_sizes(), cfg.model, cfg.seed)
+    general = make_step(model, cfg, criterion, CPU)
+    for _ in range(3):
+        general(*batch)
+    saved_model, saved_optimizer = copy.deepcopy(model.state_dict()), copy.deepcopy(general.optimizer.state_dict())
+    resumed = build_model(len(ready.prep.feature_names_), ready.prep.output_sizes(), cfg.model, cfg.seed)
+    fast = make_step(resumed, cfg.model_copy(update={"train": cfg.train.model_copy(update={"fast_path": True})}), criterion, CPU)
+    resumed.load_state_dict(saved_model)
+    fast.optimizer.load_state_dict(saved_optimizer)
+    for step in (general, fast):
+        torch.manual_seed(1)
+        step(*batch)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_a_run_gives_the_same_metrics_on_either_path_and_records_which_ran_and_its_stage_times(tmp_path):
     config = {"seed": 2, "device": "cpu", "data": {"dataset": "synthetic", "synthetic": {"n_samples": 400}},
               "model": {"hidden": [16, 8], "dropout": 0.1}, "scheduler": {"name": "cosine"},
