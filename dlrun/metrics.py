@@ -8,6 +8,7 @@ import torch
 
 from dlrun.preprocess import Preprocessor
 
+
 class _TorchmetricsFunctional:
     """torchmetrics.functional, imported on first use: importing torchmetrics takes about 1.4 s (it loads scipy.signal
     and matplotlib when they are installed), which `dlrun predict` never needs."""
