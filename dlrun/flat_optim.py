@@ -51,6 +51,12 @@ class FlatOptimizer:
         else:
             self._rmsprop()
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """For callbacks that treat TrainState.optimizer as a torch optimizer. The gradients are zeroed rather than
+        dropped, whatever `set_to_none` says: the fast step writes each step's gradients into these buffers."""
+        for flat in self._flat():
+            flat.grad.zero_()
+
     def _init_state(self) -> None:
         """The state torch.optim creates on its first step (fused Adam keeps `step` as a float32 tensor)."""
         for flat in self._flat():
