@@ -143,11 +143,12 @@ class Interleaved(Callback):
         return statistics.median(self.seconds[name][1:]), self.losses[name]
 
 
-def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int, baselines: dict[str, Callable[[], float]] = {},
-              log_dir: Path | None = None, fast_path: bool = True) -> Interleaved:
+def run_dlrun(csv: Path, hidden: list[int], batch_size: int, epochs: int,
+              baselines: dict[str, Callable[[], float]] | None = None, log_dir: Path | None = None,
+              fast_path: bool = True) -> Interleaved:
     """(d), fit for one warm-up plus `epochs` epochs, with one epoch of each baseline after each of its epochs."""
     cfg, prep, splits, model, device = dlrun_setup(csv, hidden, batch_size, epochs + 1, fast_path)
-    clock = Interleaved(baselines)
+    clock = Interleaved(baselines or {})
     # The files `dlrun train` writes each epoch: only in one row, so the other rows time the training loop itself.
     files = [MetricsLog(log_dir / "metrics.csv"), Checkpoints(log_dir / "checkpoints")] if log_dir else []
     with torch.random.fork_rng(devices=[]):  # as runner.train does
