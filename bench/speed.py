@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -268,6 +270,15 @@ def predict_process(run_dir: Path, csv: Path, output: Path, repeats: int) -> tup
     return process, statistics.median(library)
 
 
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (Linux), else what the platform module says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
 def versus(dlrun_seconds: float, other_seconds: float) -> str:
     ratio = other_seconds / dlrun_seconds
     return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x SLOWER"
@@ -285,6 +296,7 @@ def main() -> None:
     epochs = 2 if args.quick else args.epochs
     extra_epochs = 1 if args.quick else max(1, epochs // 2)
     repeats = 1 if args.quick else args.repeats
+    load_before = os.getloadavg()[0]
     # Before set_num_threads: for large models dlrun's choice is "all cores", read from torch's default.
     auto = {choose_threads(None, N_FEATURES, r["hidden"], r["batch_size"], torch.device("cpu")) for r in [BASE, *REGIMES]}
     torch.set_num_threads(args.threads)
@@ -339,6 +351,8 @@ def main() -> None:
     help_seconds = median_wall([sys.executable, "-m", "dlrun", "--help"], 5)
     torch_seconds = median_wall([sys.executable, "-c", "import torch"], 5)
 
+    print(f"machine: {os.cpu_count()} CPU cores ({cpu_model()}), torch {torch.__version__}; load average "
+          f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after (1-minute averages; the bench itself adds about 1)")
     print(f"dlrun bench/speed.py: {N_TRAIN} train rows x {N_FEATURES} features, Adam lr 1e-3, CPU, "
           f"torch {torch.__version__}, torch.set_num_threads({args.threads}) and BLAS threads {args.threads} for every method")
     print(f"median of {epochs} epochs after 1 warm-up ({extra_epochs} for the extra regimes), each baseline's epoch run right "
