@@ -209,6 +209,9 @@ class TrainConfig(_Section):
     trunk_lr: Optional[float] = Field(
         None, gt=0, le=10, description="Learning rate of the (unfrozen) trunk when fine-tuning; heads keep optimizer.lr (null: the same lr)."
     )
+    fast_path: bool = Field(
+        True, description="Train with the hand-written fast step when it covers the model (autograd's step up to float rounding, several times faster; run.json says which ran); false: always autograd.",
+    )
 
 
 class AugmentConfig(_Section):

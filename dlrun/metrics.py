@@ -5,9 +5,21 @@ from __future__ import annotations
 import warnings
 
 import torch
-from torchmetrics import functional as M
 
 from dlrun.preprocess import Preprocessor
+
+
+class _TorchmetricsFunctional:
+    """torchmetrics.functional, imported on first use: importing torchmetrics takes about 1.4 s (it loads scipy.signal
+    and matplotlib when they are installed), which `dlrun predict` never needs."""
+
+    def __getattr__(self, name: str):
+        from torchmetrics import functional
+
+        return getattr(functional, name)
+
+
+M = _TorchmetricsFunctional()
 
 CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc")
 REGRESSION_METRICS = ("mae", "rmse", "r2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
+import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
+# it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
 from dlrun.artifacts import (create_run_dir, environment, load_checkpoint, load_weights, now, open_run_files, read_run_info,
@@ -20,6 +23,7 @@ from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device, seeded_threads
 from dlrun.errors import ConfigError, RunError
+from dlrun.fast_step import unsupported
 from dlrun.inference import confusion_frame, prediction_frame, to_split, with_predictions
 from dlrun.io import write_csv, write_json
 from dlrun.metrics import epoch_columns, score
@@ -94,12 +98,14 @@ def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torc
 
 def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = ()) -> Run:
     """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed."""
+    started = time.perf_counter()
     ready = prepare(cfg)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
     info = {"status": "running", "started": now(), "ended": None, "seed": ready.cfg.seed, "device": str(ready.device),
-            **environment(), "data": ready.summary, "notes": notes}
+            **environment(), "data": ready.summary, "notes": notes,
+            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
     write_config(run_dir, ready.cfg)
     write_json(run_dir / "preprocess.json", ready.prep.to_dict())
     return _execute(ready, run_dir, info, callbacks, resume=None)
@@ -114,6 +120,7 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     for required in ("config.yaml", "preprocess.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         if not (run_dir / required).is_file():
             raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it interrupted before its first epoch ended?)")
+    started = time.perf_counter()
     saved = open_run_files(run_dir)
     ready = prepare(saved.cfg, saved.prep)
     freeze(ready.model, ready.cfg.train.freeze)
@@ -126,7 +133,8 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
     load_weights(ready.model, checkpoint["model"], last)
     resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
-    info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed}
+    info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed,
+            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
     return _execute(ready, run_dir, info, callbacks, resume=checkpoint)
 
 
@@ -135,14 +143,20 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
-    info = {**info, "threads": threads}
+    slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
+    info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
     write_run_info(run_dir, info)
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
+            started = time.perf_counter()
             state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
                         [*loop_callbacks, *callbacks], resume=resume)
+            trained = time.perf_counter()
             metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
+            # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
+            seconds = {**info["seconds"], "train": round(trained - started, 3),
+                       "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
         reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
@@ -150,7 +164,7 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
                              "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
-                             "stop_reason": stop_reason})
+                             "stop_reason": stop_reason, "seconds": seconds})
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                info.get("notes", []))
 

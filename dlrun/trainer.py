@@ -12,6 +12,7 @@ from torch import nn
 from dlrun.augment import batch_augment
 from dlrun.callbacks import Callback, EarlyStopping, TrainState
 from dlrun.config import Config, OptimizerConfig
+from dlrun.fast_step import FastStep, unsupported
 from dlrun.losses import Criterion
 from dlrun.metrics import flatten, is_maximised, score
 from dlrun.preprocess import Preprocessor
@@ -33,7 +34,11 @@ class Split:
 
 
 def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device, trunk_lr: float | None = None) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg, trunk_lr)
+    return optimizer_over(param_groups(model, cfg, trunk_lr), cfg, device)
+
+
+def optimizer_over(groups: list[dict[str, Any]], cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The configured torch optimizer over parameter groups."""
     # The fused kernels update every parameter in one call instead of one small op per tensor.
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if cfg.name == "adam":
@@ -45,7 +50,7 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device,
     return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, alpha=cfg.alpha)
 
 
-def _param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None) -> list[dict[str, Any]]:
     """Trainable parameters grouped by weight decay (biases and norms may be exempt) and learning rate (the trunk
     may fine-tune slower than the heads). Frozen parameters are left out."""
     linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
@@ -57,6 +62,26 @@ def _param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None
         lr = trunk_lr if trunk_lr is not None and name.startswith("trunk.") else cfg.lr
         groups.setdefault((decay, lr), []).append(param)
     return [{"params": params, "weight_decay": decay, "lr": lr} for (decay, lr), params in groups.items()]
+
+
+class AutogradStep:
+    """`step(X, y) -> loss` through autograd and torch.optim: the general path, for any model and config."""
+
+    def __init__(self, model: nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer, clip: float | None):
+        self.model, self.criterion, self.optimizer, self.clip = model, criterion, optimizer, clip
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+        return train_step(self.model, X, y, self.criterion, self.optimizer, self.params, self.clip)
+
+
+def make_step(model: nn.Module, cfg: Config, criterion: Criterion, device: torch.device) -> FastStep | AutogradStep:
+    """The run's training step: the hand-written fast path when it covers the model and config, else autograd.
+    Both hold the optimizer as `.optimizer` and compute the same step (tests/test_fast_step.py)."""
+    groups = param_groups(model, cfg.optimizer, cfg.train.trunk_lr)
+    if unsupported(model, cfg) is None:
+        return FastStep(model, criterion, groups, cfg.optimizer, cfg.train.grad_clip)
+    return AutogradStep(model, criterion, optimizer_over(groups, cfg.optimizer, device), cfg.train.grad_clip)
 
 
 @torch.inference_mode()
@@ -79,15 +104,14 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     stopping = cfg.train.early_stopping
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
-    optimizer = make_optimizer(model, cfg.optimizer, device, cfg.train.trunk_lr)
+    criterion = Criterion(prep, cfg.train, train.y)
+    step = make_step(model, cfg, criterion, device)  # re-points a fast step's parameters: before anything copies them
+    optimizer = step.optimizer
     shuffler = torch.Generator().manual_seed(cfg.seed)
     augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
     batch_size, n_rows = cfg.data.batch_size, len(train)
     if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
         n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
-    criterion = Criterion(prep, cfg.train, train.y)
-    clip = cfg.train.grad_clip
-    params = [p for p in model.parameters() if p.requires_grad]
     # Rows in each batch, for the epoch's row-weighted mean loss; only the last batch may be short.
     batch_rows = torch.tensor([min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)],
                               dtype=torch.float32, device=device)
@@ -116,7 +140,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             if augment is not None:  # training batches only: validation below is scored on clean rows
                 X_batch = augment(X_batch)
             y_batch = {t: v[start : start + batch_size] for t, v in y.items()}
-            batch_losses.append(train_step(model, X_batch, y_batch, criterion, optimizer, params, clip))
+            batch_losses.append(step(X_batch, y_batch))
 
         val_outputs = forward_split(model, val.X)
         row = {
@@ -142,7 +166,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
 
 def train_step(model: nn.Module, X: torch.Tensor, y: dict[str, torch.Tensor], criterion: Criterion,
                optimizer: torch.optim.Optimizer, params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
-    """One optimisation step on one batch; returns the batch loss, detached and still on the device."""
+    """One optimisation step on one batch through autograd; returns the batch loss, detached and on the device."""
     loss = criterion(model(X), y)
     for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
         p.grad = None

@@ -361,3 +361,17 @@ def test_explicit_mode_max_on_a_loss_keeps_the_worst_epoch():
     state = fit(model, train, val, prep, cfg, CPU)
     losses = [row["val_loss"] for row in state.history]
     assert state.best_epoch == int(np.argmax(losses)) + 1
+
+
+def test_forward_split_in_chunks_equals_one_pass(monkeypatch):
+    """Scoring a split runs in chunks of EVAL_CHUNK_ROWS rows (bounded memory) with the same outputs as one pass."""
+    import dlrun.trainer as trainer
+
+    cfg, prep, model, train, _ = setup(random_frame(50, 0), random_frame(10, 1), targets=("y", "z"))
+    whole = trainer.forward_split(model, train.X)
+    monkeypatch.setattr(trainer, "EVAL_CHUNK_ROWS", 7)
+    chunked = trainer.forward_split(model, train.X)
+    assert model.training  # the train/eval mode is restored
+    for target in ("y", "z"):
+        assert chunked[target].shape == whole[target].shape == (50, prep.output_sizes()[target])
+        torch.testing.assert_close(chunked[target], whole[target])
