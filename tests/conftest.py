@@ -121,6 +121,24 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two finished runs trained once per session in-process: "classification" (three species, dropout 0.3) and
+    "regression" (price in euros). Tests read them; rebuilding their plots or report is fine, training again is not."""
+    import dlrun
+    from dlrun.config import validate_config
+
+    root = tmp_path_factory.mktemp("finished")
+    make_classification_frame(150).to_csv(root / "pets.csv", index=False)
+    make_regression_frame(150).to_csv(root / "houses.csv", index=False)
+    specs = {
+        "classification": ({"path": str(root / "pets.csv"), "target": "species"}, {"model": {"hidden": [16, 8], "dropout": 0.3}}),
+        "regression": ({"path": str(root / "houses.csv"), "target": "price", "units": {"price": "euros"}}, {}),
+    }
+    return {kind: dlrun.train(validate_config(merge(FAST, {"data": data, "name": kind, **extra})), root / "runs").run_dir
+            for kind, (data, extra) in specs.items()}
+
+
 class InterruptAfter(Callback):
     """Ctrl-C at the end of an epoch, after its checkpoints are written."""
 
