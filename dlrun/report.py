@@ -77,11 +77,11 @@ def diagnostics_warnings(run_dir: Path, activation: str) -> list[str]:
     return diagnose(pd.read_csv(path), activation) if path.is_file() else []
 
 
-def publish(run_dir: Path) -> list[str]:
-    """Plots and report.html for a finished run; returns the warnings for run.json. Never raises: a picture that
-    cannot be drawn must not fail a run that trained."""
+def publish(run_dir: Path, activation: str, draw: bool = True) -> list[str]:
+    """Plots and report.html for a finished run (with `draw`); returns the warnings for run.json, the diagnostics'
+    always. Never raises: a picture that cannot be drawn must not fail a run that trained."""
     try:
-        return build_report(run_dir).warnings
+        return build_report(run_dir).warnings if draw else diagnostics_warnings(run_dir, activation)
     except Exception as exc:
         return [f"report.html was not written ({type(exc).__name__}: {exc})"]
 

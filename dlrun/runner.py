@@ -159,7 +159,8 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
             "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason}
     write_run_info(run_dir, info)
-    warnings = publish(run_dir)  # plots and report.html; never raises, a failure there is one more warning
+    # plots and report.html; never raises, a failure there is one more warning
+    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
     write_run_info(run_dir, {**info, "warnings": warnings})
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                info.get("notes", []), warnings)

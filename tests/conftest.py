@@ -27,6 +27,7 @@ DATA = REPO / "data"
 FAST = {
     "seed": 0,
     "device": "cpu",
+    "report": False,  # plots and report.html cost about a second per run; tests of them turn it on
     "model": {"hidden": [16, 8], "dropout": 0.0},
     "optimizer": {"lr": 0.01},
     "train": {"epochs": 5},
@@ -132,8 +133,9 @@ def finished_runs(tmp_path_factory) -> dict[str, Path]:
     make_classification_frame(150).to_csv(root / "pets.csv", index=False)
     make_regression_frame(150).to_csv(root / "houses.csv", index=False)
     specs = {
-        "classification": ({"path": str(root / "pets.csv"), "target": "species"}, {"model": {"hidden": [16, 8], "dropout": 0.3}}),
-        "regression": ({"path": str(root / "houses.csv"), "target": "price", "units": {"price": "euros"}}, {}),
+        "classification": ({"path": str(root / "pets.csv"), "target": "species"},
+                           {"report": True, "model": {"hidden": [16, 8], "dropout": 0.3}}),
+        "regression": ({"path": str(root / "houses.csv"), "target": "price", "units": {"price": "euros"}}, {"report": True}),
     }
     return {kind: dlrun.train(validate_config(merge(FAST, {"data": data, "name": kind, **extra})), root / "runs").run_dir
             for kind, (data, extra) in specs.items()}

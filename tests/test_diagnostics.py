@@ -130,7 +130,7 @@ def test_dead_relus_in_other_activations_get_other_advice():
 
 
 def test_train_prints_a_warning_when_relus_die(tmp_path, regression_csv):
-    config = write_config(tmp_path / "c.yaml", {"path": str(regression_csv), "target": "price"}, optimizer={"lr": 1.0})
+    config = write_config(tmp_path / "c.yaml", {"path": str(regression_csv), "target": "price"}, optimizer={"lr": 1.0}, report=True)
     result = run_cli("train", config, "--runs-dir", tmp_path / "runs")
     assert result.returncode == 0, result.stderr
     assert "warning: layer 2: 100% of ReLU units never fire; try leaky_relu or a smaller learning rate" in result.stderr

@@ -124,7 +124,7 @@ def test_a_failing_plot_is_a_warning_and_the_run_completes(tmp_path, regression_
         raise RuntimeError("no ink")
 
     monkeypatch.setattr(plots, "loss_figure", broken)
-    cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"}}))
+    cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"}, "report": True}))
     run = dlrun.train(cfg, tmp_path / "runs")
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["status"] == "completed"
@@ -132,3 +132,12 @@ def test_a_failing_plot_is_a_warning_and_the_run_completes(tmp_path, regression_
     assert not (run.run_dir / "plots" / "loss.png").exists()
     assert (run.run_dir / "plots" / "regression_price.png").is_file() and (run.run_dir / "report.html").is_file()
     assert "no ink" in (run.run_dir / "report.html").read_text()
+
+
+def test_report_false_skips_plots_but_keeps_diagnostics_warnings(tmp_path, regression_csv):
+    cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"}, "report": False,
+                                       "optimizer": {"lr": 1.0}}))
+    run = dlrun.train(cfg, tmp_path / "runs")
+    assert not (run.run_dir / "plots").exists() and not (run.run_dir / "report.html").exists()
+    assert (run.run_dir / "diagnostics.csv").is_file()
+    assert any("ReLU units never fire" in w for w in run.warnings)

@@ -103,7 +103,7 @@ def test_a_failing_report_is_a_warning_and_the_run_completes(tmp_path, classific
         raise OSError("disk says no")
 
     monkeypatch.setattr(report, "render", broken)
-    run = dlrun.train(validate_config(merge(FAST, {"data": {"path": str(classification_csv), "target": "species"}})), tmp_path)
+    run = dlrun.train(validate_config(merge(FAST, {"data": {"path": str(classification_csv), "target": "species"}, "report": True})), tmp_path)
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["status"] == "completed" and (run.run_dir / "metrics.json").is_file()
     assert info["warnings"] == ["report.html was not written (OSError: disk says no)"]
