@@ -108,7 +108,8 @@ def loss_figure(history: pd.DataFrame, tasks: dict[str, str], best_epoch: int | 
     lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     lines = ax.get_legend_handles_labels()[0] + lr_axis.get_legend_handles_labels()[0]
     # below the axes: a legend inside would hide some curve on some run
-    fig.legend(lines, [line.get_label() for line in lines], loc="outside lower center", ncol=len(lines), fontsize="small")
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              ncol=len(lines), fontsize="small")
     ax.set_title("Loss per epoch")
     return fig
 
