@@ -136,3 +136,19 @@ def test_train_prints_a_warning_when_relus_die(tmp_path, regression_csv):
     assert "warning: layer 2: 100% of ReLU units never fire; try leaky_relu or a smaller learning rate" in result.stderr
     run_dir = result.stdout.strip().splitlines()[-1]
     assert "100% of ReLU units never fire" in (tmp_path / "runs" / run_dir.split("/")[-1] / "report.html").read_text()
+
+
+def test_a_resumed_run_keeps_and_continues_its_diagnostics(tmp_path, regression_csv):
+    from conftest import InterruptAfter
+    from dlrun.runner import resume, train
+
+    cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"},
+                                       "model": {"dropout": 0.2}, "train": {"epochs": 6, "early_stopping": None}}))
+    straight = train(cfg, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "b", callbacks=[InterruptAfter(3)])
+    (interrupted,) = (tmp_path / "b").iterdir()
+    resumed = resume(interrupted)
+    expected = pd.read_csv(straight.run_dir / "diagnostics.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(resumed.run_dir / "diagnostics.csv"), expected)
+    assert list(expected["epoch"].unique()) == [1, 2, 3, 4, 5, 6]
