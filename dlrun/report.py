@@ -28,6 +28,7 @@ CAPTIONS = {
     "regression": "Test split in the target's own units: predictions against the truth, and the residuals.",
     "diagnostics": "Per layer and epoch: gradient norm on a fixed training batch, weight norm, how far the weights "
                    "moved during the epoch relative to their size, dead ReLU units on a fixed validation batch.",
+    "dropout": "From `dlrun explain dropout`: validation rows through the model with dropout on (dots) and off (bars).",
 }
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -67,7 +68,9 @@ def build_report(run_dir: Path | str) -> Report:
 
     plots = write_plots(run_dir, tasks, units, info.get("best_epoch"))
     warnings = diagnostics_warnings(run_dir, config.get("model", {}).get("activation", "relu")) + plots.problems
-    page = render(run_dir, info, metrics, units, config_text, plots.paths, warnings)
+    dropout = run_dir / "plots" / "dropout.png"  # drawn on request by `dlrun explain dropout`, shown once it exists
+    pictures = plots.paths + ([dropout] if dropout.is_file() else [])
+    page = render(run_dir, info, metrics, units, config_text, pictures, warnings)
     write_text(run_dir / "report.html", page)
     return Report(run_dir / "report.html", plots.paths, warnings)
 

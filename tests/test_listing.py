@@ -12,7 +12,7 @@ import pytest
 from dlrun.errors import RunError
 from dlrun.listing import compare_runs, format_duration, list_runs, read_run_row
 
-from conftest import REPO, run_cli, run_cli_many
+from conftest import REPO, run_cli_many
 
 
 @pytest.fixture

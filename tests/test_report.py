@@ -142,3 +142,14 @@ def test_chromium_renders_the_report_with_every_image_and_the_metrics(finished_r
     with Image.open(shot) as image:
         assert image.size == (1200, 2000)
         assert len(image.convert("RGB").getcolors(maxcolors=1_000_000)) > 50  # text and pictures, not a blank page
+
+
+def test_the_dropout_picture_joins_the_report_once_drawn(finished_runs, tmp_path):
+    from dlrun.explain import explain_dropout
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_runs["classification"], run)
+    explain_dropout(run, n_rows=3, n_passes=5)
+    result = report.build_report(run)
+    page = parse(result.path)
+    assert len(page.images) == len(result.plots) + 1 and 'alt="dropout"' in result.path.read_text()
