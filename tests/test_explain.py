@@ -9,7 +9,7 @@ import torch
 
 from dlrun.artifacts import open_run
 from dlrun.config import Activation
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, RunError
 from dlrun.explain import explain_activations, explain_dropout
 
 from conftest import run_cli_many
@@ -54,8 +54,6 @@ def test_explain_commands(finished_runs, tmp_path):
     results = run_cli_many({
         "activations": (["explain", "activations", "--output", tmp_path / "a.png"], None),
         "dropout": (["explain", "dropout", run, "--rows", "4", "--output", tmp_path / "d.png"], None),
-        "bad": (["explain", "dropout", run, "--passes", "1"], None),
-        "not_a_run": (["explain", "dropout", tmp_path], None),
     })
     assert results["activations"].returncode == 0 and results["activations"].stdout.strip() == str(tmp_path / "a.png")
     assert "sigmoid: gradient at most 0.25" in results["activations"].stderr
@@ -63,5 +61,10 @@ def test_explain_commands(finished_runs, tmp_path):
     assert dropout.returncode == 0, dropout.stderr
     assert "eval mode" in dropout.stderr and "train mode: mean ± std over 30 passes" in dropout.stderr
     assert "two eval-mode passes were identical" in dropout.stderr and (tmp_path / "d.png").is_file()
-    assert results["bad"].returncode == 2 and "--passes 2..1000" in results["bad"].stderr
-    assert results["not_a_run"].returncode == 2 and "Traceback" not in results["not_a_run"].stderr
+
+
+def test_dropout_demo_checks_its_input(finished_runs, tmp_path):
+    with pytest.raises(ConfigError, match="--passes 2..1000"):
+        explain_dropout(finished_runs["classification"], n_passes=1)
+    with pytest.raises(RunError, match="run directory not found"):
+        explain_dropout(tmp_path / "absent")
