@@ -40,10 +40,10 @@ def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], bes
     run_dir = Path(run_dir)
     out = run_dir / "plots"
     drawings: list[tuple[str, Callable[[], Figure]]] = []
-    if (run_dir / "metrics.csv").is_file():
-        history = pd.read_csv(run_dir / "metrics.csv")
-        drawings.append(("loss.png", lambda: loss_figure(history, tasks, best_epoch)))
-        drawings.append(("val_metrics.png", lambda: val_metrics_figure(history, units, best_epoch)))
+    history = run_dir / "metrics.csv"  # every file is read inside its drawing: a damaged one costs only its plots
+    if history.is_file():
+        drawings.append(("loss.png", lambda: loss_figure(pd.read_csv(history), tasks, best_epoch)))
+        drawings.append(("val_metrics.png", lambda: val_metrics_figure(pd.read_csv(history), units, best_epoch)))
     predictions = run_dir / "predictions.csv"
     for target, task in tasks.items():
         stem = safe_name(target)

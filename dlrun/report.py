@@ -54,20 +54,23 @@ def build_report(run_dir: Path | str) -> Report:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
         raise RunError(f"{run_dir} is not a dlrun run directory (config.yaml and run.json are needed)")
-    config_text = (run_dir / "config.yaml").read_text()
     try:
+        config_text = (run_dir / "config.yaml").read_text()
         config = yaml.safe_load(config_text)
-    except yaml.YAMLError as exc:
-        raise RunError(f"{run_dir / 'config.yaml'} is damaged ({exc})") from None
-    data = config.get("data", {}) if isinstance(config, dict) else {}
+        metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(metrics, dict):
+        raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json (not a mapping)")
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
     tasks = data.get("task") if isinstance(data.get("task"), dict) else {}
-    units = data.get("units") or {}
+    units = data.get("units") if isinstance(data.get("units"), dict) else {}
     info = read_run_info(run_dir)
-    metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     from dlrun.plots import write_plots  # matplotlib loads only when something is drawn, not with the runner
 
     plots = write_plots(run_dir, tasks, units, info.get("best_epoch"))
-    warnings = diagnostics_warnings(run_dir, config.get("model", {}).get("activation", "relu")) + plots.problems
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
     dropout = run_dir / "plots" / "dropout.png"  # drawn on request by `dlrun explain dropout`, shown once it exists
     pictures = plots.paths + ([dropout] if dropout.is_file() else [])
     page = render(run_dir, info, metrics, units, config_text, pictures, warnings)
@@ -77,7 +80,12 @@ def build_report(run_dir: Path | str) -> Report:
 
 def diagnostics_warnings(run_dir: Path, activation: str) -> list[str]:
     path = Path(run_dir) / "diagnostics.csv"
-    return diagnose(pd.read_csv(path), activation) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        return diagnose(pd.read_csv(path), activation)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a damaged or hand-edited file
+        return [f"diagnostics.csv could not be read ({type(exc).__name__}: {exc})"]
 
 
 def publish(run_dir: Path, activation: str, draw: bool = True) -> list[str]:

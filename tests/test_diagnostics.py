@@ -152,3 +152,15 @@ def test_a_resumed_run_keeps_and_continues_its_diagnostics(tmp_path, regression_
     expected = pd.read_csv(straight.run_dir / "diagnostics.csv")
     pd.testing.assert_frame_equal(pd.read_csv(resumed.run_dir / "diagnostics.csv"), expected)
     assert list(expected["epoch"].unique()) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_diagnostics_on_the_gpu_match_the_cpu(regression_csv, tmp_path):
+    values = {}
+    for device in ("cpu", "cuda"):
+        ready = prepared(regression_csv, device=device)
+        fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, ready.cfg, ready.device,
+            [diagnostics_for(ready, tmp_path / f"{device}.csv")])
+        values[device] = pd.read_csv(tmp_path / f"{device}.csv")
+    assert list(values["cuda"]["layer"]) == list(values["cpu"]["layer"])
+    pd.testing.assert_series_equal(values["cuda"]["weight_norm"], values["cpu"]["weight_norm"], rtol=1e-3)

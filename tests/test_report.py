@@ -153,3 +153,17 @@ def test_the_dropout_picture_joins_the_report_once_drawn(finished_runs, tmp_path
     result = report.build_report(run)
     page = parse(result.path)
     assert len(page.images) == len(result.plots) + 1 and 'alt="dropout"' in result.path.read_text()
+
+
+@pytest.mark.parametrize("damage", ["metrics.json", "config.yaml", "diagnostics.csv", "metrics.csv", "predictions.csv"])
+def test_a_damaged_run_file_is_an_error_or_a_warning_never_a_traceback(finished_runs, tmp_path, damage):
+    run = tmp_path / "copy"
+    shutil.copytree(finished_runs["regression"], run)
+    (run / damage).write_bytes(b"\xff\xfe[[garbage")
+    try:
+        result = report.build_report(run)
+    except RunError as exc:
+        assert damage in ("metrics.json", "config.yaml") and "damaged" in str(exc)
+    else:
+        assert damage not in ("metrics.json", "config.yaml") and any(damage in w or "not drawn" in w for w in result.warnings)
+        assert result.path.is_file()
