@@ -18,7 +18,7 @@ from dlrun.artifacts import read_run_info
 from dlrun.diagnostics import diagnose
 from dlrun.errors import RunError
 from dlrun.io import read_json, write_text
-from dlrun.listing import format_duration, format_value, read_run_row
+from dlrun.listing import RunRow, format_duration, format_value, read_run_row
 
 CAPTIONS = {
     "loss": "Training and validation loss per epoch; dashed grey: learning rate (right axis); dotted green: best epoch.",
@@ -104,8 +104,10 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
     parts.append("<h2>Warnings</h2>")
     if warnings:
         parts.append("<ul>" + "".join(f'<li class="warning">{escape(w)}</li>' for w in warnings) + "</ul>")
-    else:
+    elif (run_dir / "diagnostics.csv").is_file():
         parts.append('<p class="ok">No training problems detected: gradients, weights and ReLU units look healthy.</p>')
+    else:
+        parts.append("<p>No diagnostics.csv: this run recorded no training diagnostics.</p>")
     parts.append("<h2>Metrics</h2>")
     parts.extend(_metrics_tables(metrics, units) or ["<p>No metrics.json: the run did not finish.</p>"])
     parts.append("<h2>Data</h2>")
@@ -123,7 +125,7 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
             f"<title>dlrun report: {escape(run_dir.name)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def _facts(row, info: dict[str, Any]) -> str:
+def _facts(row: RunRow, info: dict[str, Any]) -> str:
     facts = [["status", row.status], ["started", info.get("started")], ["ended", info.get("ended")],
              ["duration", format_duration(row.duration_s)], ["epochs", row.epochs],
              ["best epoch", f"{info.get('best_epoch')} by {row.monitor} = {format_value(row.best_val)}" if row.monitor else None],
