@@ -27,7 +27,7 @@ DATA = REPO / "data"
 FAST = {
     "seed": 0,
     "device": "cpu",
-    "report": False,  # plots and report.html cost about a second per run; tests of them turn it on
+    "report": False,  # plots and report.html cost 1-2 s per run; tests of them turn it on
     "model": {"hidden": [16, 8], "dropout": 0.0},
     "optimizer": {"lr": 0.01},
     "train": {"epochs": 5},
