@@ -154,8 +154,8 @@ def diagnose(frame: pd.DataFrame, activation: str = "relu") -> list[str]:
             advice = "try leaky_relu or a smaller learning rate" if activation == "relu" else "try a smaller learning rate"
             name = "ReLU" if activation == "relu" else activation
             warnings.append(f"{row['layer']}: {dead:.0%} of {name} units never fire; {advice}")
-    finite = frame[["grad_norm", "weight_norm"]].apply(lambda column: column.map(math.isfinite))
-    broken = frame[~finite.all(axis=1)]
+    # A frozen layer has no gradient (NaN) but finite weights; a diverged one has infinite gradients or NaN weights.
+    broken = frame[~frame["weight_norm"].map(math.isfinite) | frame["grad_norm"].map(math.isinf)]
     if not broken.empty:
         first = broken.iloc[0]
         warnings.append(f"gradients exploded: {first['layer']} has a non-finite gradient or weight at epoch "

@@ -164,3 +164,18 @@ def test_diagnostics_on_the_gpu_match_the_cpu(regression_csv, tmp_path):
         values[device] = pd.read_csv(tmp_path / f"{device}.csv")
     assert list(values["cuda"]["layer"]) == list(values["cpu"]["layer"])
     pd.testing.assert_series_equal(values["cuda"]["weight_norm"], values["cpu"]["weight_norm"], rtol=1e-3)
+
+
+def test_a_frozen_layer_has_no_gradient_and_no_warning(regression_csv, tmp_path):
+    ready = prepared(regression_csv, train={"epochs": 2, "early_stopping": None, "freeze": [0]})
+    from dlrun.transfer import freeze
+
+    freeze(ready.model, ready.cfg.train.freeze)
+    fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, ready.cfg, ready.device,
+        [diagnostics_for(ready, tmp_path / "d.csv")])
+    frame = pd.read_csv(tmp_path / "d.csv")
+    layer1 = frame[frame["layer"] == "layer 1"]
+    assert layer1["grad_norm"].isna().all() and (layer1["update_ratio"] == 0).all()
+    assert diagnose(frame) == []
+    nan_weights = frame.assign(weight_norm=[math.nan] + list(frame["weight_norm"][1:]))
+    assert diagnose(nan_weights)[0].startswith("gradients exploded: layer 1 has a non-finite gradient or weight at epoch 1")
