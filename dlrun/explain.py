@@ -32,7 +32,17 @@ def explain_activations(output: Path | str = "activations.png", slope: float = D
     """Every activation `model.activation` accepts, with its derivative (by autograd, from the modules the MLP uses)."""
     if not 0 < slope < 1:
         raise ConfigError(f"--slope must be between 0 and 1 (as model.leaky_relu_slope), got {slope}")
-    from dlrun.plots import new_figure, save_figure
+    from dlrun.plots import save_figure
+
+    fig, steepest = activations_figure(slope)
+    output = Path(output)
+    save_figure(fig, output)
+    return ActivationCurves(output, list(ACTIVATIONS), steepest)
+
+
+def activations_figure(slope: float = DEFAULT_SLOPE):
+    """(Figure, steepest slope per activation): one panel per activation, the function and its derivative."""
+    from dlrun.plots import new_figure
 
     x = torch.linspace(-5, 5, 1001, requires_grad=True)
     n_cols = 3
@@ -56,9 +66,7 @@ def explain_activations(output: Path | str = "activations.png", slope: float = D
     for ax in axes[len(ACTIVATIONS):]:
         ax.set_visible(False)
     fig.suptitle("Activation functions (solid) and their gradients (dashed): a gradient near 0 passes no learning signal")
-    output = Path(output)
-    save_figure(fig, output)
-    return ActivationCurves(output, list(ACTIVATIONS), steepest)
+    return fig, steepest
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,9 @@ def explain_dropout(run_dir: Path | str, n_rows: int = 8, n_passes: int = 30, ou
                               float(passes[:, i].std()), float(passes[:, i].min()), float(passes[:, i].max()))
                    for i in range(len(frame))]
     path = Path(output) if output else Path(run_dir) / "plots" / "dropout.png"
-    _draw_dropout(passes, eval_values, quantity, run.cfg.model.layer_dropout(), path)
+    from dlrun.plots import save_figure
+
+    save_figure(dropout_figure(passes, eval_values, quantity, run.cfg.model.layer_dropout()), path)
     return DropoutDemo(Path(run_dir), target, quantity, run.cfg.model.layer_dropout(), n_passes,
                        bool(torch.equal(first, second)), result_rows, path)
 
@@ -134,8 +144,9 @@ def _dropout_passes(model: nn.Module, X: torch.Tensor, target: str, n_passes: in
                 module.eval()
 
 
-def _draw_dropout(passes: np.ndarray, eval_values: np.ndarray, quantity: str, dropout: list[float], path: Path) -> None:
-    from dlrun.plots import new_figure, save_figure
+def dropout_figure(passes: np.ndarray, eval_values: np.ndarray, quantity: str, dropout: list[float]):
+    """passes (n_passes, n_rows) in train mode as dots per row, the eval-mode value (n_rows,) as a bar."""
+    from dlrun.plots import new_figure
 
     n_passes, n_rows = passes.shape
     fig = new_figure(max(6.4, 0.8 * n_rows + 2), 4.2)
@@ -153,4 +164,4 @@ def _draw_dropout(passes: np.ndarray, eval_values: np.ndarray, quantity: str, dr
     rates = ", ".join(f"{p:g}" for p in dropout)
     ax.set_title(f"Dropout {rates} per hidden layer, real validation rows:\noutputs vary in train mode, are fixed in eval mode",
                  fontsize="medium")
-    save_figure(fig, path)
+    return fig

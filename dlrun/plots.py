@@ -163,7 +163,8 @@ def confusion_figure(counts: pd.DataFrame, target: str) -> Figure:
         image = ax.imshow(values, cmap="Blues", vmin=0)
         fig.colorbar(image, ax=ax, shrink=0.8)
         ticks = range(n_classes)
-        ax.set_xticks(ticks, [str(c) for c in counts.columns], rotation=45 if n_classes > 3 else 0, ha="right" if n_classes > 3 else "center")
+        # beyond three classes the names stand upright: side by side, long names would run into each other
+        ax.set_xticks(ticks, [str(c) for c in counts.columns], rotation=90 if n_classes > 3 else 0)
         ax.set_yticks(ticks, [str(c) for c in counts.index])
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")

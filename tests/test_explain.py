@@ -68,3 +68,14 @@ def test_dropout_demo_checks_its_input(finished_runs, tmp_path):
         explain_dropout(finished_runs["classification"], n_passes=1)
     with pytest.raises(RunError, match="run directory not found"):
         explain_dropout(tmp_path / "absent")
+
+
+def test_explain_figures_have_no_overlapping_text():
+    import numpy as np
+
+    from dlrun.explain import activations_figure, dropout_figure
+    from test_plots import assert_no_text_overlaps
+
+    assert_no_text_overlaps(activations_figure()[0])
+    passes = np.random.default_rng(0).normal(20, 1, (30, 8))
+    assert_no_text_overlaps(dropout_figure(passes, passes.mean(axis=0), "predicted wages (dollars/hour)", [0.1, 0.1]))

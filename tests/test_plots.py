@@ -141,3 +141,73 @@ def test_report_false_skips_plots_but_keeps_diagnostics_warnings(tmp_path, regre
     assert not (run.run_dir / "plots").exists() and not (run.run_dir / "report.html").exists()
     assert (run.run_dir / "diagnostics.csv").is_file()
     assert any("ReLU units never fire" in w for w in run.warnings)
+
+
+def visible_texts(fig):
+    """Every piece of text a reader sees, with its box in pixels, after drawing the figure as it is saved."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [*fig.texts, *(t for legend in fig.legends for t in legend.get_texts())]
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        texts += [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
+                  ax.xaxis.get_offset_text(), ax.yaxis.get_offset_text(), *ax.texts]
+        texts += drawn_tick_labels(ax.xaxis, ax.get_xlim(), 0) + drawn_tick_labels(ax.yaxis, ax.get_ylim(), 1)
+        if ax.get_legend():
+            texts += ax.get_legend().get_texts()
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def drawn_tick_labels(axis, limits, coordinate):
+    """The tick labels matplotlib draws: those of a visible axis inside the view (it keeps a spare tick either side)."""
+    if not axis.get_visible():
+        return []
+    low, high = sorted(limits)
+    span = (high - low) * 1e-9
+    return [t for t in axis.get_ticklabels(which="both") if low - span <= t.get_position()[coordinate] <= high + span]
+
+
+def assert_no_text_overlaps(fig):
+    boxes = visible_texts(fig)
+    width, height = fig.canvas.get_width_height()
+    for text, box in boxes:  # nothing cut off at the edges
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= width + 1 and box.y1 <= height + 1, (text, box, width, height)
+    for i, (text_a, a) in enumerate(boxes):
+        for text_b, b in boxes[i + 1:]:
+            overlap_x = min(a.x1, b.x1) - max(a.x0, b.x0)
+            overlap_y = min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert overlap_x <= 1 or overlap_y <= 1, f"{text_a!r} overlaps {text_b!r}"
+
+
+def test_no_text_overlaps_or_is_cut_off_in_any_figure(finished_runs):
+    classification, regression = finished_runs["classification"], finished_runs["regression"]
+    history = pd.read_csv(regression / "metrics.csv")
+    classes = plots.read_confusion(classification / "confusion_species.csv")
+    figures = [
+        plots.loss_figure(history, {"price": "regression"}, 3),
+        plots.val_metrics_figure(pd.read_csv(classification / "metrics.csv"), {}, 3),
+        plots.confusion_figure(classes, "species"),
+        plots.roc_figure(classification / "predictions.csv", "species", classes.index),
+        plots.regression_figure(regression / "predictions.csv", "price", "euros"),
+        plots.diagnostics_figure(pd.read_csv(regression / "diagnostics.csv")),
+    ]
+    for fig in figures:
+        assert_no_text_overlaps(fig)
+
+
+def test_many_long_class_names_stay_readable():
+    names = [f"class with a long name {k}" for k in range(12)]
+    counts = pd.DataFrame(np.random.default_rng(0).integers(0, 30, (12, 12)), index=names, columns=names)
+    assert_no_text_overlaps(plots.confusion_figure(counts, "kind"))
+
+
+def test_the_overlap_check_sees_overlapping_text():
+    fig = plots.new_figure()
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, "one label")
+    ax.text(0.52, 0.5, "another label")
+    with pytest.raises(AssertionError, match="'one label' overlaps 'another label'"):
+        assert_no_text_overlaps(fig)
