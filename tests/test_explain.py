@@ -11,6 +11,7 @@ from dlrun.artifacts import open_run
 from dlrun.config import Activation
 from dlrun.errors import ConfigError, RunError
 from dlrun.explain import explain_activations, explain_dropout
+from dlrun.listing import format_value
 
 from conftest import run_cli_many
 from test_plots import assert_valid_png
@@ -61,6 +62,10 @@ def test_explain_commands(finished_runs, tmp_path):
     assert dropout.returncode == 0, dropout.stderr
     assert "eval mode" in dropout.stderr and "train mode: mean ± std over 30 passes" in dropout.stderr
     assert "two eval-mode passes were identical" in dropout.stderr and (tmp_path / "d.png").is_file()
+    demo = explain_dropout(run, n_rows=4, n_passes=30, output=tmp_path / "same.png")  # same seed: the same numbers
+    for row in demo.rows:
+        assert f"{format_value(row.train_mean)} ± {format_value(row.train_std)}" in dropout.stderr
+        assert format_value(row.eval_value) in dropout.stderr
 
 
 def test_dropout_demo_checks_its_input(finished_runs, tmp_path):

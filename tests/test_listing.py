@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from dlrun.errors import RunError
-from dlrun.listing import compare_runs, format_duration, list_runs, read_run_row
+from dlrun.listing import compare_runs, format_duration, format_value, list_runs, read_run_row
 
 from conftest import REPO, run_cli_many
 
@@ -132,12 +132,17 @@ def test_runs_and_compare_commands(runs_dir):
     for heading in ("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration"):
         assert heading in table.stdout
     assert "classification" in table.stdout and "accuracy" in table.stdout and "completed" in table.stdout
+    for row in list_runs(runs_dir):
+        assert f"{row.test_metric} {format_value(row.test_value)}" in table.stdout
+        assert f"val_loss {format_value(row.best_val)}" in table.stdout
     listed = json.loads(results["json"].stdout)
     assert [row["name"] for row in listed] == ["regression"] and listed[0]["test_metric"] == "rmse"
     assert results["bad"].returncode == 2 and "Error: --sort 'nope' is not recorded" in results["bad"].stderr
     assert results["missing"].returncode == 2 and "runs directory not found" in results["missing"].stderr
     assert results["compare"].returncode == 0 and "config differences" in results["compare"].stdout
     assert "data.target" in results["compare"].stdout and "test_accuracy" in results["compare"].stdout
+    for row in list_runs(runs_dir):
+        assert format_value(row.metrics["test_" + row.test_metric]) in results["compare"].stdout
     compared = json.loads(results["compare_json"].stdout)
     assert compared["runs"] == [run.name for run in runs] and "data.target" in compared["config"]
 
