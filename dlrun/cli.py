@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dlrun import __version__
+from dlrun.metric_names import format_value as _fmt, metric_label
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deep-learning experiments on tables: YAML config in, run directory out.")
@@ -171,26 +172,11 @@ def check(
 def _summary_table(summary: dict, units: dict[str, str]) -> Table:
     """The data as `train` sees it: rows per split, features before and after encoding, each target's balance or range.
     Column and class names are escaped: a name like [x] is data, not rich markup."""
+    from dlrun.report import summary_rows
+
     table = Table("data", "value", title="data summary")
-    table.add_row("rows", ", ".join(f"{name} {n}" for name, n in summary["rows"].items()))
-    if summary["rows_dropped_missing_target"]:
-        table.add_row("rows left out", f"{summary['rows_dropped_missing_target']} (no target value)")
-    table.add_row("features", f"{summary['features_in']} columns -> {summary['features_encoded']} after encoding "
-                              f"({len(summary['numeric_features'])} numeric, {len(summary['categorical_features'])} text)")
-    if summary["unused_columns"]:
-        table.add_row("not used", escape(", ".join(summary["unused_columns"])))
-    if summary["missing_imputed_in_train"]:
-        missing = ", ".join(f"{c} {n}" for c, n in summary["missing_imputed_in_train"].items())
-        table.add_row("missing (train)", escape(missing))
-    for target, info in summary["targets"].items():
-        if info["task"] == "classification":
-            n_train = sum(info["class_counts"].values())
-            balance = ", ".join(f"{name} {n} ({n / n_train:.0%})" for name, n in info["class_counts"].items())
-            table.add_row(escape(f"{target} classes (train)"), escape(balance))
-        else:
-            unit = f" {units[target]}" if target in units else ""
-            span = f"{_fmt(info['min'])} .. {_fmt(info['max'])}, mean {_fmt(info['mean'])}{unit}"
-            table.add_row(escape(f"{target} range (train)"), escape(span))
+    for name, value in summary_rows(summary, units):
+        table.add_row(escape(name), escape(value))
     return table
 
 
@@ -223,18 +209,9 @@ def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict
         table = Table("metric", *metrics, title=f"target: {target}")
         names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
         for name in names:
-            label = f"{name} ({units[target]})" if name in ("mae", "rmse") and target in units else name
-            table.add_row(label, *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+            table.add_row(metric_label(name, target, units), *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
         tables.append(table)
     return tables
-
-
-def _fmt(value: float | None) -> str:
-    if value is None or value != value:
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.2f}"
-    return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"  # errors in tiny units keep their digits
 
 
 @app.command()
@@ -259,7 +236,7 @@ def runs(
     import dataclasses
     import json
 
-    from dlrun.listing import format_duration, format_value, list_runs
+    from dlrun.listing import format_duration, list_runs
 
     rows = guarded(lambda: list_runs(runs_dir, sort, name))
     if as_json:
@@ -270,8 +247,8 @@ def runs(
         return
     table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=f"runs in {runs_dir}")
     for row in rows:
-        best = f"{row.monitor} {format_value(row.best_val)}" if row.monitor else "-"
-        test = f"{row.test_metric} {format_value(row.test_value)}" if row.test_value is not None else "-"
+        best = f"{row.monitor} {_fmt(row.best_val)}" if row.monitor else "-"
+        test = f"{row.test_metric} {_fmt(row.test_value)}" if row.test_value is not None else "-"
         table.add_row(*(escape(str(cell)) for cell in (row.id, row.name, row.status, Path(row.data).name if row.data else "-",
                                                         row.target or "-", best, test, row.epochs or "-", format_duration(row.duration_s))))
     Console().print(table)
@@ -285,7 +262,7 @@ def compare(
     """Config keys that differ between runs, and every metric side by side."""
     import json
 
-    from dlrun.listing import compare_runs, format_duration, format_value
+    from dlrun.listing import compare_runs, format_duration
 
     result = guarded(lambda: compare_runs(run_dirs))
     ids = [row.id for row in result.runs]
@@ -305,7 +282,7 @@ def compare(
     metrics.add_row("epochs", *(str(row.epochs or "-") for row in result.runs))
     metrics.add_row("duration", *(format_duration(row.duration_s) for row in result.runs))
     for key, values in result.metrics:
-        metrics.add_row(escape(key), *(format_value(v) for v in values))
+        metrics.add_row(escape(key), *(_fmt(v) for v in values))
     console.print(metrics)
 
 
@@ -337,14 +314,13 @@ def explain_dropout(
     """Real validation rows through the trained model: outputs vary between passes in train mode (dropout on) and are
     fixed in eval mode."""
     from dlrun.explain import explain_dropout as demo
-    from dlrun.listing import format_value
 
     result = guarded(lambda: demo(run, rows, passes, output, device))
     table = Table("row", f"true {escape(result.target)}", "eval mode", f"train mode: mean ± std over {result.n_passes} passes",
                   "train min .. max", title=f"dropout on validation rows: {escape(result.quantity)}")
     for r in result.rows:
-        table.add_row(str(r.row + 1), escape(r.truth), format_value(r.eval_value), f"{format_value(r.train_mean)} ± {format_value(r.train_std)}",
-                      f"{format_value(r.train_min)} .. {format_value(r.train_max)}")
+        table.add_row(str(r.row + 1), escape(r.truth), _fmt(r.eval_value), f"{_fmt(r.train_mean)} ± {_fmt(r.train_std)}",
+                      f"{_fmt(r.train_min)} .. {_fmt(r.train_max)}")
     stderr.print(table)
     rates = ", ".join(f"{p:g}" for p in result.dropout)
     repeat = "identical" if result.eval_repeatable else "NOT identical"

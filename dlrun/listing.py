@@ -174,15 +174,6 @@ def _duration(started: Any, ended: Any) -> float | None:
         return None
 
 
-def format_value(value: float | None) -> str:
-    """A metric for a table: 4 decimals, thousands separated from 100, tiny values keep their significant digits."""
-    if value is None or value != value:
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.2f}"
-    return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"  # errors in tiny units keep their digits
-
-
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -18,7 +18,8 @@ from dlrun.artifacts import read_run_info
 from dlrun.diagnostics import diagnose
 from dlrun.errors import RunError
 from dlrun.io import read_json, write_text
-from dlrun.listing import RunRow, format_duration, format_value, read_run_row
+from dlrun.listing import RunRow, format_duration, read_run_row
+from dlrun.metric_names import format_value, metric_label
 
 CAPTIONS = {
     "loss": "Training and validation loss per epoch; dashed grey: learning rate (right axis); dotted green: best epoch.",
@@ -142,37 +143,44 @@ def _metrics_tables(metrics: dict[str, Any], units: dict[str, str]) -> list[str]
         names = list(dict.fromkeys(m for s in splits for m in metrics[s].get(target, {})))
         rows = []
         for name in names:
-            label = f"{name} ({units[target]})" if name in ("mae", "rmse") and target in units else name
-            rows.append([label, *(_Number(metrics[s].get(target, {}).get(name)) for s in splits)])
+            rows.append([metric_label(name, target, units), *(_Number(metrics[s].get(target, {}).get(name)) for s in splits)])
         tables.append(_table(["metric", *splits], rows, caption=f"target: {target}", css_id=f"metrics-{target}"))
     return tables
 
 
-def _data_table(summary: dict[str, Any], units: dict[str, str]) -> str:
-    rows = []
-    if summary.get("rows"):
-        rows.append(["rows", ", ".join(f"{split} {n:,}" for split, n in summary["rows"].items())])
+def summary_rows(summary: dict[str, Any], units: dict[str, str], always_missing: bool = False) -> list[tuple[str, str]]:
+    """run.json's data summary as (what, value) lines: rows per split, features before and after encoding, imputed
+    values, each target's class balance or range. Shared by `dlrun check` and the report."""
+    rows = [("rows", ", ".join(f"{name} {n}" for name, n in summary["rows"].items()))]
     if summary.get("rows_dropped_missing_target"):
-        rows.append(["rows left out", f"{summary['rows_dropped_missing_target']} (no target value)"])
+        rows.append(("rows left out", f"{summary['rows_dropped_missing_target']} (no target value)"))
     if summary.get("rows_added_by_smote"):
-        rows.append(["rows added by SMOTE", summary["rows_added_by_smote"]])
-    if "features_encoded" in summary:
-        rows.append(["features", f"{summary.get('features_in')} columns -> {summary['features_encoded']} after encoding "
-                                 f"({len(summary.get('numeric_features', []))} numeric, {len(summary.get('categorical_features', []))} text)"])
-    if summary.get("unused_columns"):
-        rows.append(["not used", ", ".join(summary["unused_columns"])])
-    missing = summary.get("missing_imputed_in_train") or {}
-    rows.append(["missing values imputed (train)", ", ".join(f"{c} {n}" for c, n in missing.items()) or "none"])
-    for target, facts in (summary.get("targets") or {}).items():
-        if facts.get("task") == "classification":
-            counts = facts.get("class_counts", {})
-            total = sum(counts.values()) or 1
-            rows.append([f"{target} classes (train)", ", ".join(f"{k} {n} ({n / total:.0%})" for k, n in counts.items())])
+        rows.append(("rows added by SMOTE (train)", str(summary["rows_added_by_smote"])))
+    rows.append(("features", f"{summary['features_in']} columns -> {summary['features_encoded']} after encoding "
+                             f"({len(summary['numeric_features'])} numeric, {len(summary['categorical_features'])} text)"))
+    if summary["unused_columns"]:
+        rows.append(("not used", ", ".join(summary["unused_columns"])))
+    if summary["missing_imputed_in_train"] or always_missing:
+        missing = ", ".join(f"{c} {n}" for c, n in summary["missing_imputed_in_train"].items())
+        rows.append(("missing (train)", f"{missing} imputed" if missing else "none"))
+    for target, info in summary["targets"].items():
+        if info["task"] == "classification":
+            n_train = sum(info["class_counts"].values())
+            balance = ", ".join(f"{name} {n} ({n / n_train:.0%})" for name, n in info["class_counts"].items())
+            rows.append((f"{target} classes (train)", balance))
         else:
             unit = f" {units[target]}" if target in units else ""
-            rows.append([f"{target} range (train)", f"{format_value(facts.get('min'))} .. {format_value(facts.get('max'))}, "
-                                                    f"mean {format_value(facts.get('mean'))}{unit}"])
-    return _table(["data", "value"], rows, css_id="data")
+            rows.append((f"{target} range (train)", f"{format_value(info['min'])} .. {format_value(info['max'])}, "
+                                                    f"mean {format_value(info['mean'])}{unit}"))
+    return rows
+
+
+def _data_table(summary: dict[str, Any], units: dict[str, str]) -> str:
+    try:
+        rows = summary_rows(summary, units, always_missing=True)
+    except (KeyError, TypeError, AttributeError):  # a run.json from another version or edited by hand
+        return "<p>run.json holds no readable data summary.</p>"
+    return _table(["data", "value"], [list(row) for row in rows], css_id="data")
 
 
 def _figure(path: Path) -> str:

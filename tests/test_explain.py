@@ -11,7 +11,7 @@ from dlrun.artifacts import open_run
 from dlrun.config import Activation
 from dlrun.errors import ConfigError, RunError
 from dlrun.explain import explain_activations, explain_dropout
-from dlrun.listing import format_value
+from dlrun.metric_names import format_value
 
 from conftest import run_cli_many
 from test_plots import assert_valid_png

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from dlrun.errors import RunError
-from dlrun.listing import compare_runs, format_duration, format_value, list_runs, read_run_row
+from dlrun.listing import compare_runs, format_duration, list_runs, read_run_row
+from dlrun.metric_names import format_value
 
 from conftest import REPO, run_cli_many
 
@@ -157,3 +158,11 @@ def test_read_run_row_falls_back_to_the_directory_name(tmp_path):
     (run / "run.json").write_text("{}")
     row = read_run_row(run)
     assert row.name == "my-run" and row.status == "unknown" and row.test_value is None
+
+
+def test_library_twins_are_importable_from_the_package():
+    import dlrun
+    from dlrun import explain, listing, report
+
+    assert dlrun.list_runs is listing.list_runs and dlrun.compare_runs is listing.compare_runs
+    assert dlrun.build_report is report.build_report and dlrun.explain_dropout is explain.explain_dropout

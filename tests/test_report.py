@@ -12,7 +12,7 @@ import pytest
 
 import dlrun.report as report
 from dlrun.errors import RunError
-from dlrun.listing import format_value
+from dlrun.metric_names import format_value
 
 from conftest import FAST, merge, run_cli
 
@@ -70,11 +70,11 @@ def test_report_shows_the_data_summary_config_and_warnings(finished_runs):
     rows = info["data"]["rows"]
     assert f"train {rows['train']}, val {rows['val']}, test {rows['test']}" in html
     assert f"{info['data']['features_in']} columns -&gt; {info['data']['features_encoded']} after encoding" in html
-    assert "species classes (train)" in html and "missing values imputed (train)" in html
+    assert "species classes (train)" in html and "<td>missing (train)</td><td>none</td>" in html
     assert (run / "config.yaml").read_text().splitlines()[0] in html
     assert "No training problems detected" in html  # this small run trains healthily
     regression = (finished_runs["regression"] / "report.html").read_text()
-    assert "price range (train)" in regression and "euros" in regression and "size 3" in regression  # 3 sizes imputed
+    assert "price range (train)" in regression and "euros" in regression and "size 3, city 1 imputed" in regression  # the training rows of the fixture
 
 
 def test_report_command_rebuilds_the_report(finished_runs, tmp_path):
