@@ -293,12 +293,12 @@ app.add_typer(explain_app, name="explain")
 @explain_app.command("activations")
 def explain_activations(
     output: Path = typer.Option(Path("activations.png"), "--output", help="Where to write the PNG."),
-    slope: float = typer.Option(0.01, "--slope", help="leaky_relu's slope below zero (model.leaky_relu_slope)."),
+    slope: Optional[float] = typer.Option(None, "--slope", help="leaky_relu's slope below zero (default: model.leaky_relu_slope's)."),
 ) -> None:
     """Every activation model.activation accepts, and its gradient: where it saturates or dies."""
     from dlrun.explain import explain_activations as draw
 
-    result = guarded(lambda: draw(output, slope))
+    result = guarded(lambda: draw(output) if slope is None else draw(output, slope))
     stderr.print(", ".join(f"{name}: gradient at most {g:.3g}" for name, g in result.max_gradient.items()), highlight=False)
     typer.echo(str(result.path))
 
