@@ -13,6 +13,11 @@ _LAZY = {
     "resume": "dlrun.runner",
     "check": "dlrun.sanity",
     "DlrunError": "dlrun.errors",
+    "build_report": "dlrun.report",
+    "list_runs": "dlrun.listing",
+    "compare_runs": "dlrun.listing",
+    "explain_activations": "dlrun.explain",
+    "explain_dropout": "dlrun.explain",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dlrun import __version__
+from dlrun.metric_names import format_value as _fmt, metric_label
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deep-learning experiments on tables: YAML config in, run directory out.")
@@ -79,6 +80,8 @@ def train(
     result = guarded(run)
     for note in result.notes:
         stderr.print(note, highlight=False)
+    for warning in result.warnings:
+        stderr.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     stderr.print(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}")
     for table in _metrics_tables(result.metrics, result.cfg.data.units):
         stderr.print(table)
@@ -169,26 +172,11 @@ def check(
 def _summary_table(summary: dict, units: dict[str, str]) -> Table:
     """The data as `train` sees it: rows per split, features before and after encoding, each target's balance or range.
     Column and class names are escaped: a name like [x] is data, not rich markup."""
+    from dlrun.report import summary_rows
+
     table = Table("data", "value", title="data summary")
-    table.add_row("rows", ", ".join(f"{name} {n}" for name, n in summary["rows"].items()))
-    if summary["rows_dropped_missing_target"]:
-        table.add_row("rows left out", f"{summary['rows_dropped_missing_target']} (no target value)")
-    table.add_row("features", f"{summary['features_in']} columns -> {summary['features_encoded']} after encoding "
-                              f"({len(summary['numeric_features'])} numeric, {len(summary['categorical_features'])} text)")
-    if summary["unused_columns"]:
-        table.add_row("not used", escape(", ".join(summary["unused_columns"])))
-    if summary["missing_imputed_in_train"]:
-        missing = ", ".join(f"{c} {n}" for c, n in summary["missing_imputed_in_train"].items())
-        table.add_row("missing (train)", escape(missing))
-    for target, info in summary["targets"].items():
-        if info["task"] == "classification":
-            n_train = sum(info["class_counts"].values())
-            balance = ", ".join(f"{name} {n} ({n / n_train:.0%})" for name, n in info["class_counts"].items())
-            table.add_row(escape(f"{target} classes (train)"), escape(balance))
-        else:
-            unit = f" {units[target]}" if target in units else ""
-            span = f"{_fmt(info['min'])} .. {_fmt(info['max'])}, mean {_fmt(info['mean'])}{unit}"
-            table.add_row(escape(f"{target} range (train)"), escape(span))
+    for name, value in summary_rows(summary, units):
+        table.add_row(escape(name), escape(value))
     return table
 
 
@@ -221,18 +209,124 @@ def _metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict
         table = Table("metric", *metrics, title=f"target: {target}")
         names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
         for name in names:
-            label = f"{name} ({units[target]})" if name in ("mae", "rmse") and target in units else name
-            table.add_row(label, *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+            table.add_row(metric_label(name, target, units), *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
         tables.append(table)
     return tables
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or value != value:
-        return "-"
-    if abs(value) >= 100:
-        return f"{value:,.2f}"
-    return f"{value:.4g}" if 0 < abs(value) < 0.01 else f"{value:.4f}"  # errors in tiny units keep their digits
+@app.command()
+def report(run: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """(Re)draw the run's plots and write report.html (self-contained: open it in any browser); prints its path."""
+    from dlrun.report import build_report
+
+    result = guarded(lambda: build_report(run))
+    for warning in result.warnings:
+        stderr.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    typer.echo(str(result.path))
+
+
+@app.command()
+def runs(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder holding run directories."),
+    sort: Optional[str] = typer.Option(None, "--sort", help="Best first by a metric: test_accuracy, val_rmse, val_loss (the monitored one), epochs, duration_s."),
+    name: Optional[str] = typer.Option(None, "--name", help="Only runs whose name or id matches: salary, 'sal*'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of runs) instead of a table."),
+) -> None:
+    """List runs: id, name, status, data, target, best validation metric, test metric, epochs, duration."""
+    import dataclasses
+    import json
+
+    from dlrun.listing import format_duration, list_runs
+
+    rows = guarded(lambda: list_runs(runs_dir, sort, name))
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+        return
+    if not rows:
+        stderr.print(f"no runs under {runs_dir}" + (f" matching {name!r}" if name else ""), highlight=False)
+        return
+    table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=f"runs in {runs_dir}")
+    for row in rows:
+        best = f"{row.monitor} {_fmt(row.best_val)}" if row.monitor else "-"
+        test = f"{row.test_metric} {_fmt(row.test_value)}" if row.test_value is not None else "-"
+        table.add_row(*(escape(str(cell)) for cell in (row.id, row.name, row.status, Path(row.data).name if row.data else "-",
+                                                        row.target or "-", best, test, row.epochs or "-", format_duration(row.duration_s))))
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Config keys that differ between runs, and every metric side by side."""
+    import json
+
+    from dlrun.listing import compare_runs, format_duration
+
+    result = guarded(lambda: compare_runs(run_dirs))
+    ids = [row.id for row in result.runs]
+    if as_json:
+        typer.echo(json.dumps({"runs": ids, "config": {key: values for key, values in result.config},
+                               "metrics": {key: values for key, values in result.metrics}}, indent=2))
+        return
+    console = Console()
+    config = Table("config key", *map(escape, ids), title="config differences")
+    for key, values in result.config:
+        config.add_row(escape(key), *(escape(json.dumps(v)) for v in values))
+    if not result.config:
+        config.add_row("(identical configs)", *([""] * len(ids)))
+    console.print(config)
+    metrics = Table("metric", *map(escape, ids), title="metrics")
+    metrics.add_row("status", *(escape(row.status) for row in result.runs))
+    metrics.add_row("epochs", *(str(row.epochs or "-") for row in result.runs))
+    metrics.add_row("duration", *(format_duration(row.duration_s) for row in result.runs))
+    for key, values in result.metrics:
+        metrics.add_row(escape(key), *(_fmt(v) for v in values))
+    console.print(metrics)
+
+
+explain_app = typer.Typer(no_args_is_help=True, help="Pictures that explain what the network does.")
+app.add_typer(explain_app, name="explain")
+
+
+@explain_app.command("activations")
+def explain_activations(
+    output: Path = typer.Option(Path("activations.png"), "--output", help="Where to write the PNG."),
+    slope: Optional[float] = typer.Option(None, "--slope", help="leaky_relu's slope below zero (default: model.leaky_relu_slope's)."),
+) -> None:
+    """Every activation model.activation accepts, and its gradient: where it saturates or dies."""
+    from dlrun.explain import explain_activations as draw
+
+    result = guarded(lambda: draw(output) if slope is None else draw(output, slope))
+    stderr.print(", ".join(f"{name}: gradient at most {g:.3g}" for name, g in result.max_gradient.items()), highlight=False)
+    typer.echo(str(result.path))
+
+
+@explain_app.command("dropout")
+def explain_dropout(
+    run: Path = typer.Argument(..., help="A run directory."),
+    rows: int = typer.Option(8, "--rows", help="Validation rows to show (1-100)."),
+    passes: int = typer.Option(30, "--passes", help="Forward passes in train mode (2-1000)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="PNG path (default: RUN/plots/dropout.png)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Device (default: cpu)."),
+) -> None:
+    """Real validation rows through the trained model: outputs vary between passes in train mode (dropout on) and are
+    fixed in eval mode."""
+    from dlrun.explain import explain_dropout as demo
+
+    result = guarded(lambda: demo(run, rows, passes, output, device))
+    table = Table("row", f"true {escape(result.target)}", "eval mode", f"train mode: mean ± std over {result.n_passes} passes",
+                  "train min .. max", title=f"dropout on validation rows: {escape(result.quantity)}")
+    for r in result.rows:
+        table.add_row(str(r.row + 1), escape(r.truth), _fmt(r.eval_value), f"{_fmt(r.train_mean)} ± {_fmt(r.train_std)}",
+                      f"{_fmt(r.train_min)} .. {_fmt(r.train_max)}")
+    stderr.print(table)
+    rates = ", ".join(f"{p:g}" for p in result.dropout)
+    repeat = "identical" if result.eval_repeatable else "NOT identical"
+    stderr.print(f"dropout per hidden layer: {rates}; two eval-mode passes were {repeat}"
+                 + ("; this model has no dropout, so train mode changes nothing" if not any(result.dropout) else ""), highlight=False)
+    typer.echo(str(result.path))
 
 
 def main() -> None:

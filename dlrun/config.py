@@ -237,6 +237,9 @@ class Config(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name (default: the config file's name).")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seeds the split, the weights, shuffling and dropout.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
+    report: bool = Field(
+        True, description="Draw plots/ and write report.html when the run completes (1-2 s); false for quick sweeps."
+    )
     data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The MLP: a shared trunk and one head per target.")

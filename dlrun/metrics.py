@@ -6,6 +6,7 @@ import warnings
 
 import torch
 
+from dlrun.metric_names import CLASSIFICATION_METRICS, REGRESSION_METRICS, flatten, is_maximised  # noqa: F401 (re-exported)
 from dlrun.preprocess import Preprocessor
 
 
@@ -20,11 +21,6 @@ class _TorchmetricsFunctional:
 
 
 M = _TorchmetricsFunctional()
-
-CLASSIFICATION_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
-# Metrics where larger is better; every other recorded metric (losses, errors) is minimised.
-MAXIMISED = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "auroc", "r2")
 
 
 def score(outputs: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], prep: Preprocessor) -> dict[str, dict[str, float]]:
@@ -82,16 +78,6 @@ def _regression(out: torch.Tensor, y: torch.Tensor, prep: Preprocessor, target: 
     return {name: float(value) for name, value in values.items()}
 
 
-def flatten(scores: dict[str, dict[str, float]], prefix: str) -> dict[str, float]:
-    """{target: {metric: v}} -> {prefix_metric: v} for one target, {prefix_target_metric: v} for several."""
-    single = len(scores) == 1
-    return {
-        f"{prefix}_{metric}" if single else f"{prefix}_{target}_{metric}": value
-        for target, metrics in scores.items()
-        for metric, value in metrics.items()
-    }
-
-
 def epoch_columns(tasks: dict[str, str]) -> list[str]:
     """The metric columns `fit` records each epoch, for checking a monitored metric before training."""
     per_target = {
@@ -99,7 +85,3 @@ def epoch_columns(tasks: dict[str, str]) -> list[str]:
         for target, task in tasks.items()
     }
     return ["train_loss", "val_loss", *flatten(per_target, "val")]
-
-
-def is_maximised(metric: str) -> bool:
-    return metric.endswith(MAXIMISED)

@@ -22,13 +22,16 @@ from dlrun.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config import Config
 from dlrun.data import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.device import choose_threads, resolve_device, seeded_threads
+from dlrun.diagnostics import Diagnostics
 from dlrun.errors import ConfigError, RunError
 from dlrun.fast_step import unsupported
 from dlrun.inference import confusion_frame, prediction_frame, to_split, with_predictions
 from dlrun.io import write_csv, write_json
+from dlrun.losses import Criterion
 from dlrun.metrics import epoch_columns, score
 from dlrun.model import build_model
 from dlrun.preprocess import Preprocessor
+from dlrun.report import publish
 from dlrun.trainer import Split, fit, forward_split
 from dlrun.transfer import freeze, prepare_for_finetuning
 
@@ -49,6 +52,7 @@ class Run:
     stop_reason: str
     data_summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
+    warnings: list[str] = field(default_factory=list)  # training-health warnings, plots or report that failed
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     notes = prepare_for_finetuning(ready.model, ready.cfg.train)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
-    info = {"status": "running", "started": now(), "ended": None, "seed": ready.cfg.seed, "device": str(ready.device),
+    info = {"status": "running", "started": now(), "ended": None, "name": ready.cfg.name,
+            "data_source": ready.cfg.data.dataset or ready.cfg.data.path, "seed": ready.cfg.seed, "device": str(ready.device),
             **environment(), "data": ready.summary, "notes": notes,
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
     write_config(run_dir, ready.cfg)
@@ -146,7 +151,10 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
     info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
     write_run_info(run_dir, info)
-    loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), Checkpoints(run_dir / "checkpoints")]
+    rows = ready.splits["train"]
+    diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y))
+    # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
+    loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), diagnostics, Checkpoints(run_dir / "checkpoints")]
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
@@ -162,11 +170,16 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
-    write_run_info(run_dir, {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch,
-                             "best_epoch": state.best_epoch, "monitor": state.monitor, "best_value": state.best_value,
-                             "stop_reason": stop_reason, "seconds": seconds})
+    info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds}
+    write_run_info(run_dir, info)
+    # plots and report.html; never raises, a failure there is one more warning
+    published = time.perf_counter()
+    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
+    seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
+    write_run_info(run_dir, {**info, "warnings": warnings, "seconds": seconds})
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
-               info.get("notes", []))
+               info.get("notes", []), warnings)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ DATA = REPO / "data"
 FAST = {
     "seed": 0,
     "device": "cpu",
+    "report": False,  # plots and report.html cost 1-2 s per run; tests of them turn it on
     "model": {"hidden": [16, 8], "dropout": 0.0},
     "optimizer": {"lr": 0.01},
     "train": {"epochs": 5},
@@ -119,6 +120,25 @@ def run_cli_many(commands: dict[str, tuple[Sequence[str], Path | str | None]]) -
 def cli():
     """The `run_cli` helper as a fixture."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory) -> dict[str, Path]:
+    """Two finished runs trained once per session in-process: "classification" (three species, dropout 0.3) and
+    "regression" (price in euros). Tests read them; rebuilding their plots or report is fine, training again is not."""
+    import dlrun
+    from dlrun.config import validate_config
+
+    root = tmp_path_factory.mktemp("finished")
+    make_classification_frame(150).to_csv(root / "pets.csv", index=False)
+    make_regression_frame(150).to_csv(root / "houses.csv", index=False)
+    specs = {
+        "classification": ({"path": str(root / "pets.csv"), "target": "species"},
+                           {"report": True, "model": {"hidden": [16, 8], "dropout": 0.3}}),
+        "regression": ({"path": str(root / "houses.csv"), "target": "price", "units": {"price": "euros"}}, {"report": True}),
+    }
+    return {kind: dlrun.train(validate_config(merge(FAST, {"data": data, "name": kind, **extra})), root / "runs").run_dir
+            for kind, (data, extra) in specs.items()}
 
 
 class InterruptAfter(Callback):
