@@ -28,8 +28,8 @@ from dlrun.io import write_json, write_text
 from dlrun.metrics import epoch_columns, flatten, is_maximised
 from dlrun.sweep_report import SweepSummary, summarise
 from dlrun.sweep_space import Dimension, SearchConfig, key_problem
-from dlrun.sweep_study import (claim_lock, heartbeat, lose_trial, next_step, open_storage, open_study, reap_dead_workers,
-                               sqlite_url, worker_id, display_url)
+from dlrun.sweep_study import (claim_lock, display_url, heartbeat, lose_trial, next_step, open_storage, open_study,
+                               optuna_quiet, reap_dead_workers, sqlite_url, worker_id)
 
 # Seconds a worker with nothing to run waits before looking again: a running trial elsewhere may yet be lost.
 POLL_S = 2.0
@@ -158,9 +158,9 @@ class _GridSampler(optuna.samplers.GridSampler):
 def make_sampler(search: SearchConfig, seed: int, number: int) -> optuna.samplers.BaseSampler:
     """A sampler seeded from the sweep's seed and the trial's number: a re-run or a second worker continues the
     sequence instead of proposing the first trials again, and one worker proposes the same trials every time."""
+    if search.sampler == "grid":  # its seed shuffles the grid once; trial n then takes grid point n
+        return _GridSampler(search.grid(), seed=seed)
     trial_seed = (seed * 1_000_003 + number) % 2**32
-    if search.sampler == "grid":
-        return _GridSampler(search.grid(), seed=trial_seed)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=trial_seed)
     return optuna.samplers.TPESampler(seed=trial_seed)
@@ -218,7 +218,7 @@ def work(plan: SweepPlan, callbacks: Sequence[Callback] = (), report: Callable[[
     study = optuna.load_study(study_name=plan.study, storage=storage, pruner=make_pruner(search))
     space = distributions(search.space)
     while True:
-        with claim_lock(storage, plan.storage_url, plan.study):
+        with claim_lock(storage, plan.storage_url, plan.study), optuna_quiet():
             reap_dead_workers(study, storage, mark)
             optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
@@ -327,7 +327,7 @@ def _run_workers(plan: SweepPlan, workers: int, callbacks: Sequence[Callback],
                     continue
                 running.remove(process)
                 if process.exitcode != 0:
-                    with claim_lock(storage, plan.storage_url, plan.study):
+                    with claim_lock(storage, plan.storage_url, plan.study), optuna_quiet():
                         lost = reap_dead_workers(study, storage, mark_lost_run(Path(plan.sweep_dir)))
                     requeued = f"; trial {', '.join(map(str, lost))} re-queued" if lost else ""
                     notes.append(f"worker {process.name} (pid {process.pid}) stopped with exit status {process.exitcode}{requeued}")

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlrun.errors import RunError
 from dlrun.io import read_json, write_csv, write_json, write_text
 from dlrun.config import Config, load_config
-from dlrun.sweep_study import counted, open_storage, require_study, sqlite_url
+from dlrun.sweep_study import counted, open_storage, require_study, retry_of, sqlite_url
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def trials_table(trials: list[FrozenTrial], direction: str) -> pd.DataFrame:
     rows = []
     for t in trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        retried = optuna.storages.RetryFailedTrialCallback.retried_trial_number(t)
+        retried = retry_of(t)
         rows.append({"trial": t.number, "state": t.state.name.lower(), "objective": t.value, "seconds": seconds,
                      **{f"param:{key}": value for key, value in t.params.items()},
                      "epochs": t.user_attrs.get("epochs"), "run_dir": t.user_attrs.get("run_dir"),

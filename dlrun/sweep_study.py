@@ -32,10 +32,17 @@ STALE_AFTER_S = 60
 SQLITE_BUSY_TIMEOUT_S = 120
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# dlrun runs trials with ask/tell (so the trial budget can be claimed under a lock) and beats the heartbeat itself.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial is reported by dlrun, not by optuna's logger
+
+
+@contextmanager
+def optuna_quiet() -> Iterator[None]:
+    """Silence what optuna says about the features dlrun relies on: heartbeats and re-queueing are "experimental"
+    (and stable since optuna 2.9), and trials run with ask/tell, so the trial budget is claimed under a lock."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
 
 
 def sqlite_url(path: Path) -> str:
@@ -58,8 +65,9 @@ def open_storage(url: str, on_lost: Callable[[optuna.Study, FrozenTrial], None] 
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S,
-                          heartbeat_stale_trial_callback=on_lost)
+        with optuna_quiet():
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                              grace_period=STALE_AFTER_S, heartbeat_stale_trial_callback=on_lost)
     except ImportError as exc:
         raise ConfigError(f"--storage {display_url(url)}: the database driver is not installed ({exc})") from None
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError...: all mean "cannot use this storage"
@@ -99,8 +107,14 @@ def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The trials that use up the budget: every trial except those lost with a worker and re-queued as a new trial."""
-    requeued = {RetryFailedTrialCallback.retried_trial_number(t) for t in trials} - {None}
+    requeued = {retry_of(t) for t in trials} - {None}
     return [t for t in trials if t.number not in requeued]
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The number of the lost trial this one re-runs, or None."""
+    with optuna_quiet():
+        return RetryFailedTrialCallback.retried_trial_number(trial)
 
 
 def next_step(trials: list[FrozenTrial], budget: int) -> str:
