@@ -302,11 +302,11 @@ def _print_sweep(summary) -> None:
         stderr.print(table)
     best = summary.best
     if best is not None:
-        params = ", ".join(f"{key}={value}" for key, value in best["params"].items())
+        params = ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in best["params"].items())
         stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params}"),
                      highlight=False, soft_wrap=True)
         scores = {"val": best["val"] or {}, **({"test (once)": best["test"]} if best["test"] else {})}
-        for table in _metrics_tables(scores, {}):
+        for table in _metrics_tables(scores, best["units"]):
             stderr.print(table)
     for note in summary.notes:
         stderr.print(escape(f"note: {note}"), highlight=False, soft_wrap=True)

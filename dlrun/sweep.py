@@ -79,7 +79,9 @@ def plan_sweep(cfg: Config, runs_dir: Path | str = "runs", storage: str | None =
             trial_config(base, {key: value}, source=f"search.space.{key} = {value!r}")
     objective = resolve_objective(cfg)
     direction = search.direction if search.direction != "auto" else ("maximize" if is_maximised(objective) else "minimize")
-    budget = min(search.trials, search.grid_size()) if search.sampler == "grid" else search.trials
+    budget = search.trials
+    if search.sampler == "grid":  # the whole grid, unless fewer trials were asked for
+        budget = min(budget, search.grid_size()) if "trials" in search.model_fields_set else search.grid_size()
     sweep_dir = Path(runs_dir) / "sweeps" / name
     url = storage or sqlite_url(sweep_dir / "study.db")
     if storage is not None:

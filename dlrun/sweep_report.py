@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.errors import RunError
@@ -122,8 +123,9 @@ def _best(study: optuna.Study, sweep_dir: Path, score_test: bool) -> dict[str, A
         study.set_user_attr("test_score", {"trial": best.number, "metrics": test})
     config_yaml = (run_dir / "config.yaml").read_text() if run_dir is not None else _config_from_params(sweep_dir, best)
     val = _split_metrics(run_dir, "val") if run_dir is not None else None
+    units = (yaml.safe_load(config_yaml)["data"] or {}).get("units") or {}
     return {"trial": best.number, "value": best.value, "params": _decoded(sweep_dir, best), "run_dir": run_dir,
-            "val": val, "test": test, "config_yaml": config_yaml}
+            "val": val, "test": test, "units": units, "config_yaml": config_yaml}
 
 
 def _split_metrics(run_dir: Path, split: str) -> dict[str, dict[str, float]] | None:

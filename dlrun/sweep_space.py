@@ -90,7 +90,7 @@ class SearchConfig(_Section):
     direction: Literal["auto", "minimize", "maximize"] = Field("auto", description="auto: maximise accuracy/f1/precision/recall/auroc/r2, else minimise.")
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="tpe | random | grid (grid tries every choice; ranges need grid points).")
     seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="Seeds the sampler: the same sweep and seed propose the same trials (default: the config's seed).")
-    trials: int = Field(20, ge=1, le=100_000, description="Trials in the whole study, over all workers and machines (grid: at most the grid's size).")
+    trials: int = Field(20, ge=1, le=100_000, description="Trials in the whole study, over all workers and machines (grid: the whole grid unless set).")
     pruner: Literal["none", "median", "successive_halving"] = Field("median", description="Stops hopeless trials from their per-epoch objective: none | median | successive_halving.")
     prune_warmup_epochs: int = Field(5, ge=0, description="Epochs every trial trains before it may be pruned.")
 
