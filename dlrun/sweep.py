@@ -256,8 +256,7 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
         return TrialResult(trial.number, label, params, value, run_dir, time.monotonic() - started, note)
 
     try:
-        name = f"{yaml.safe_load(plan.config_yaml)['name']}-trial{trial.number:04d}"
-        cfg = trial_config(base, params, source=f"trial {trial.number}", name=name)
+        cfg = trial_config(base, params, source=f"trial {trial.number}", name=f"{base['name']}-trial{trial.number:04d}")
         run = train(cfg, sweep_dir / "trials", callbacks=[reporter, *callbacks], score_test=False)
     except DlrunError as exc:
         return finish(TrialState.FAIL, None, trial_run_dir(sweep_dir, trial.number), str(exc))

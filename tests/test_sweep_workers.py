@@ -63,7 +63,7 @@ def test_two_workers_share_the_sqlite_study_without_lost_or_duplicated_trials(tm
     sweep_dir = tmp_path / "runs" / "sweeps" / "houses"
     trials = trials_of(sqlite_url(sweep_dir / "study.db"), "houses")
     assert_two_workers_ran_the_study(result, sweep_dir, trials, 6)
-    assert f"study houses: 6 complete of 6" in result.stderr
+    assert "study houses: 6 complete of 6" in result.stderr
 
 
 def _sweep_killed_mid_trial(tmp_path: Path, config: Path, workers: int) -> subprocess.CompletedProcess:
