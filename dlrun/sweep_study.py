@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.errors import ConfigError, RunError
@@ -114,7 +114,7 @@ def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 def retry_of(trial: FrozenTrial) -> int | None:
     """The number of the lost trial this one re-runs, or None."""
     with optuna_quiet():
-        return RetryFailedTrialCallback.retried_trial_number(trial)
+        return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def next_step(trials: list[FrozenTrial], budget: int) -> str:
@@ -131,7 +131,8 @@ def worker_id() -> dict[str, Any]:
 def lose_trial(study: optuna.Study, trial: FrozenTrial, mark_run: Callable[[FrozenTrial, str], None], why: str) -> None:
     """A trial whose worker is gone: its run directory says so, and a copy with the same parameters is queued."""
     mark_run(trial, why)
-    RetryFailedTrialCallback()(study, trial)
+    with optuna_quiet():
+        RetryHeartbeatStaleTrialCallback()(study, trial)
 
 
 def reap_dead_workers(study: optuna.Study, storage: RDBStorage, mark_run: Callable[[FrozenTrial, str], None]) -> list[int]:

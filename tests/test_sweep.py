@@ -16,7 +16,7 @@ from dlrun.errors import ConfigError
 from dlrun.sweep import sweep
 from dlrun.sweep_study import open_storage, sqlite_url
 
-from conftest import make_regression_frame, run_cli, run_cli_many, write_config
+from conftest import InterruptAfter, make_regression_frame, run_cli, run_cli_many, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -189,3 +189,19 @@ def test_hopeless_trials_are_pruned_and_their_runs_say_so(tmp_path, houses):
         assert run_info["stop_reason"].startswith("pruned by the sweep's successive_halving pruner")
         assert row.epochs < 8
     assert summary.best is not None and summary.best["trial"] not in set(pruned["trial"])
+
+
+def test_ctrl_c_requeues_the_interrupted_trial_and_the_next_run_finishes_it(tmp_path, houses):
+    cfg = load_config(sweep_config(tmp_path, houses, trials=2))
+    with pytest.raises(KeyboardInterrupt):
+        sweep(cfg, tmp_path / "runs", callbacks=[InterruptAfter(2)])
+    sweep_dir = tmp_path / "runs" / "sweeps" / "houses"
+    [interrupted, queued] = study_of(sweep_dir, "houses").get_trials()
+    assert interrupted.state == optuna.trial.TrialState.FAIL and queued.state == optuna.trial.TrialState.WAITING
+    assert queued.params == interrupted.params
+    [run_dir] = (sweep_dir / "trials").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["error"] == "interrupted"
+
+    summary = sweep(cfg, tmp_path / "runs")
+    assert summary.complete and summary.states == {"complete": 2, "pruned": 0, "running": 0, "waiting": 0, "failed": 0}
+    assert summary.trials.loc[summary.trials["trial"] == 1, "note"].item() == "re-run of trial 0"
