@@ -25,7 +25,7 @@ from dlrun.callbacks import Callback, TrainState
 from dlrun.config import Config, set_key, validate_config
 from dlrun.errors import ConfigError, DlrunError
 from dlrun.io import write_json, write_text
-from dlrun.metrics import epoch_columns, flatten, is_maximised
+from dlrun.metrics import epoch_columns, is_maximised
 from dlrun.sweep_report import SweepSummary, summarise
 from dlrun.sweep_space import Dimension, SearchConfig, key_problem
 from dlrun.sweep_study import (claim_lock, display_url, heartbeat, lose_trial, next_step, open_storage, open_study,
@@ -270,7 +270,7 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
     trial.set_user_attr("run_dir", str(run.run_dir.relative_to(sweep_dir)))
     trial.set_user_attr("epochs", run.epochs_run)
     trial.set_user_attr("best_epoch", run.best_epoch)
-    trial.set_user_attr("val_metrics", flatten(run.metrics["val"], "val"))
+    trial.set_user_attr("val_metrics", run.metrics["val"])  # {target: {metric: value}}, also for other machines
     state = TrialState.PRUNED if reporter.pruned else TrialState.COMPLETE
     info = read_run_info(run.run_dir)
     write_run_info(run.run_dir, {**info, "sweep": {"study": plan.study, "trial": trial.number, "params": params,

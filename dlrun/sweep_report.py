@@ -17,7 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.errors import RunError
 from dlrun.io import read_json, write_csv, write_json, write_text
-from dlrun.config import Config, load_config
+from dlrun.config import Config, load_config, validate_config
+from dlrun.data import resolve_units
 from dlrun.sweep_study import counted, open_storage, require_study, retry_of, sqlite_url
 
 
@@ -122,17 +123,12 @@ def _best(study: optuna.Study, sweep_dir: Path, score_test: bool) -> dict[str, A
         test = evaluate(run_dir, split="test").metrics  # the one look at the test split; also eval.json in the run
         study.set_user_attr("test_score", {"trial": best.number, "metrics": test})
     config_yaml = (run_dir / "config.yaml").read_text() if run_dir is not None else _config_from_params(sweep_dir, best)
-    val = _split_metrics(run_dir, "val") if run_dir is not None else None
-    units = (yaml.safe_load(config_yaml)["data"] or {}).get("units") or {}
+    units = resolve_units(validate_config(yaml.safe_load(config_yaml), source="best_config.yaml").data)
+    val = best.user_attrs.get("val_metrics")
+    if not isinstance(val, dict) or not all(isinstance(scores, dict) for scores in val.values()):
+        val = None  # a study written by another program, or damaged: show no validation scores rather than fail
     return {"trial": best.number, "value": best.value, "params": _decoded(sweep_dir, best), "run_dir": run_dir,
             "val": val, "test": test, "units": units, "config_yaml": config_yaml}
-
-
-def _split_metrics(run_dir: Path, split: str) -> dict[str, dict[str, float]] | None:
-    try:
-        return read_json(run_dir / "metrics.json").get(split)
-    except (OSError, ValueError):
-        return None
 
 
 def _decoded(sweep_dir: Path, trial: FrozenTrial) -> dict[str, Any]:
@@ -145,7 +141,8 @@ def _config_from_params(sweep_dir: Path, trial: FrozenTrial) -> str:
     from dlrun.sweep import base_config, trial_config
 
     cfg = load_sweep_config(sweep_dir)
-    return trial_config(base_config(cfg), _decoded(sweep_dir, trial), source=f"trial {trial.number}").to_yaml()
+    name = f"{cfg.name}-trial{trial.number:04d}"
+    return trial_config(base_config(cfg), _decoded(sweep_dir, trial), source=f"trial {trial.number}", name=name).to_yaml()
 
 
 def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str]:

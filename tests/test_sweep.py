@@ -4,6 +4,7 @@ test split scored once, and every kind of bad input stopped before a trial start
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ import yaml
 from dlrun.config import load_config
 from dlrun.errors import ConfigError
 from dlrun.sweep import sweep
+from dlrun.sweep_report import summarise
 from dlrun.sweep_study import open_storage, sqlite_url
 
 from conftest import InterruptAfter, make_regression_frame, run_cli, run_cli_many, write_config
@@ -205,3 +207,16 @@ def test_ctrl_c_requeues_the_interrupted_trial_and_the_next_run_finishes_it(tmp_
     summary = sweep(cfg, tmp_path / "runs")
     assert summary.complete and summary.states == {"complete": 2, "pruned": 0, "running": 0, "waiting": 0, "failed": 0}
     assert summary.trials.loc[summary.trials["trial"] == 1, "note"].item() == "re-run of trial 0"
+
+
+def test_a_machine_without_the_best_trials_run_directory_reports_it_from_the_study(tmp_path, houses):
+    """With --storage shared by machines, a sweep directory holds only the trials its machine ran."""
+    cfg = load_config(sweep_config(tmp_path, houses, trials=2))
+    here = sweep(cfg, tmp_path / "runs")
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(here.sweep_dir, elsewhere, ignore=shutil.ignore_patterns("trials"))
+    summary = summarise(elsewhere)
+    assert summary.best["trial"] == here.best["trial"] and summary.best["run_dir"] is None
+    assert summary.best["val"] == here.best["val"] and summary.best["test"] == here.best["test"]
+    rebuilt, trained = load_config(elsewhere / "best_config.yaml"), load_config(here.sweep_dir / "best_config.yaml")
+    assert rebuilt.optimizer == trained.optimizer and rebuilt.model == trained.model and rebuilt.search is None
