@@ -205,8 +205,8 @@ def trial_run_dir(sweep_dir: Path, number: int) -> Path | None:
 def mark_lost_run(sweep_dir: Path) -> Callable[[FrozenTrial, str], None]:
     def mark(trial: FrozenTrial, why: str) -> None:
         run_dir = trial_run_dir(sweep_dir, trial.number)
-        if run_dir is not None and read_run_info(run_dir).get("status") == "running":
-            info = read_run_info(run_dir)
+        info = read_run_info(run_dir) if run_dir is not None else {}
+        if info.get("status") == "running":  # an interrupted run already says so itself
             write_run_info(run_dir, {**info, "status": "failed", "error": f"sweep trial lost: {why}; re-queued"})
     return mark
 
