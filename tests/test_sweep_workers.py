@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 import uuid
 from pathlib import Path
@@ -134,3 +135,26 @@ def test_two_workers_share_a_postgresql_study(tmp_path, config):
     assert_two_workers_ran_the_study(result, sweep_dir, trials_of(url, study), 6)
     assert not (sweep_dir / "study.db").exists()
     assert json.loads((sweep_dir / "sweep.json").read_text())["storage"] == url
+
+
+def test_a_trial_whose_machine_went_silent_is_requeued_after_its_heartbeat_goes_stale(tmp_path, config, monkeypatch):
+    """A worker on another machine cannot be checked by pid: its trial is lost once no heartbeat came for a while."""
+    from dlrun import sweep_study
+    from dlrun.config import load_config
+    from dlrun.sweep import distributions, plan_sweep, work
+
+    monkeypatch.setattr(sweep_study, "STALE_AFTER_S", 1)
+    cfg = load_config(config, ["search.trials=1"])
+    plan = plan_sweep(cfg, tmp_path / "runs")
+    storage = open_storage(plan.storage_url)
+    study = optuna.load_study(study_name=plan.study, storage=storage)
+    with sweep_study.optuna_quiet():
+        silent = study.ask(distributions(cfg.search.space))
+    silent.set_user_attr("worker", {"host": "a-machine-that-died", "pid": 1})
+    storage.record_heartbeat(silent._trial_id)
+    time.sleep(1.5)  # its last heartbeat is now older than STALE_AFTER_S
+
+    work(plan)  # waits for nothing: the silent trial is stale, failed, re-queued and run here
+    trials = trials_of(plan.storage_url, plan.study)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert retry_of(trials[1]) == silent.number and trials[1].params == silent.params
