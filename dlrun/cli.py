@@ -329,6 +329,87 @@ def explain_dropout(
     typer.echo(str(result.path))
 
 
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="YAML config file with a search section."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trials in the whole study (overrides search.trials)."),
+    workers: int = typer.Option(1, "--workers", help="Processes on this machine sharing the study."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="postgresql://USER@HOST/DB to share the study between machines (default: SQLite in the sweep directory)."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name, also the sweep directory's (default: the config's name)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe | random | grid (overrides search.sampler)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed (overrides search.seed)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set train.epochs=50 (value parsed as YAML)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="The sweep directory is RUNS_DIR/sweeps/STUDY."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
+) -> None:
+    """Search hyperparameters; running the same command again continues the study. Prints the sweep directory."""
+    from dlrun.config import load_config
+
+    options = {"trials": trials, "sampler": sampler, "seed": seed}
+    overrides = [*set_, *(f"search.{key}={value}" for key, value in options.items() if value is not None)]
+
+    def run():
+        cfg = load_config(config, overrides, device)
+        from dlrun.sweep import sweep as run_sweep
+
+        return run_sweep(cfg, runs_dir, workers, storage, study, report=_print_trial)
+
+    summary = guarded(run)
+    _print_sweep(summary)
+    typer.echo(str(summary.sweep_dir))
+    if not summary.complete:
+        raise typer.Exit(1)
+
+
+@app.command("sweep-report")
+def sweep_report(
+    sweep_dir: Path = typer.Argument(..., help="A sweep directory, e.g. runs/sweeps/salary_sweep."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="The study's URL when it is not the directory's SQLite file."),
+) -> None:
+    """Summarise a sweep: trials table, best config, plots (rewritten from the study; no training, no test scoring)."""
+    from dlrun.sweep_report import summarise
+
+    summary = guarded(lambda: summarise(sweep_dir, storage))
+    _print_sweep(summary)
+    typer.echo(str(summary.sweep_dir))
+
+
+def _print_trial(result) -> None:
+    """One line per finished trial (called in every worker process)."""
+    params = ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in result.params.items())
+    value = "" if result.value is None else f" -> {_fmt(result.value)}"
+    note = f" ({result.note})" if result.note else ""
+    stderr.print(escape(f"trial {result.number} {result.state}{value} in {result.seconds:.1f}s: {params}{note}"),
+                 highlight=False, soft_wrap=True)
+
+
+def _print_sweep(summary) -> None:
+    states = ", ".join(f"{n} {state}" for state, n in summary.states.items() if n)
+    stderr.print(f"study {escape(summary.study)}: {states or 'no trials'} of {summary.budget}; objective "
+                 f"{summary.objective} ({summary.direction})", highlight=False, soft_wrap=True)
+    shown = summary.trials.head(10)
+    if not shown.empty:
+        columns = [c for c in shown.columns if c not in ("run_dir", "note")]
+        table = Table(*columns, title="trials (best first)")
+        for row in shown[columns].itertuples(index=False):
+            table.add_row(*(escape(_fmt(v) if isinstance(v, float) else str(v)) for v in row))
+        stderr.print(table)
+    best = summary.best
+    if best is not None:
+        params = ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in best["params"].items())
+        stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params}"),
+                     highlight=False, soft_wrap=True)
+        scores = {"val": best["val"] or {}, **({"test (once)": best["test"]} if best["test"] else {})}
+        for table in _metrics_tables(scores, best["units"]):
+            stderr.print(table)
+    for note in summary.notes:
+        stderr.print(escape(f"note: {note}"), highlight=False, soft_wrap=True)
+    if not summary.complete:
+        stderr.print("the study is not complete: run the same command again to continue it", highlight=False)
+    for path in summary.files:
+        stderr.print(escape(str(path)), highlight=False)
+
+
 def main() -> None:
     app(prog_name="dlrun")
 

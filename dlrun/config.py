@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dlrun.config_messages import describe_validation_errors, model_in
 from dlrun.errors import ConfigError
+from dlrun.sweep_space import SearchConfig
 
 BUILTIN_DATASETS = ("animals", "salary", "synthetic")
 Task = Literal["classification", "regression"]
@@ -247,6 +248,9 @@ class Config(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-split-only data augmentation.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="How the learning rate changes per epoch.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping, loss and regularisation.")
+    search: Optional[SearchConfig] = Field(
+        None, description="What `dlrun sweep` searches; training ignores it, and trial configs leave it out."
+    )
 
     @field_validator("device")
     @classmethod
@@ -313,15 +317,20 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(value_text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
-    keys = key_path.strip().split(".")
-    if not all(keys):
+    if not all(key_path.strip().split(".")):
         raise ConfigError(f"--set: empty key in {key_path.strip()!r}")
+    set_key(raw, key_path.strip(), value, f"--set {override!r}")
+
+
+def set_key(raw: dict[str, Any], key_path: str, value: Any, source: str) -> None:
+    """raw[a][b][c] = value for "a.b.c", creating sections on the way; shared by --set and sweep trials."""
+    keys = key_path.split(".")
     node = raw
     for depth, key in enumerate(keys[:-1]):
         child = node.setdefault(key, {})
         if not isinstance(child, dict):
             where = ".".join(keys[: depth + 1])
-            raise ConfigError(f"--set {override!r}: {where} is a value, not a section")
+            raise ConfigError(f"{source}: {where} is a value, not a section")
         node = child
     node[keys[-1]] = value
 
@@ -333,7 +342,8 @@ def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list
         key = f"{prefix}{name}"
         nested = model_in(field.annotation)
         if nested is not None:
-            rows.extend(describe_schema(nested, prefix=f"{key}."))
+            per_key = "dict[" in str(field.annotation)  # search.space holds one section per searched key
+            rows.extend(describe_schema(nested, prefix=f"{key}.<key>." if per_key else f"{key}."))
             continue
         default = field.get_default(call_default_factory=True)
         rows.append((key, "required" if field.is_required() else repr(default), field.description or ""))

@@ -100,8 +100,10 @@ def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torc
     return Split(torch.from_numpy(X_over).to(device), {target: torch.from_numpy(y_over).to(device)}), len(y_over) - len(y)
 
 
-def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = ()) -> Run:
-    """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed."""
+def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True) -> Run:
+    """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
+
+    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it)."""
     started = time.perf_counter()
     ready = prepare(cfg)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train)
@@ -113,7 +115,7 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
     write_config(run_dir, ready.cfg)
     write_json(run_dir / "preprocess.json", ready.prep.to_dict())
-    return _execute(ready, run_dir, info, callbacks, resume=None)
+    return _execute(ready, run_dir, info, callbacks, resume=None, score_test=score_test)
 
 
 def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
@@ -144,7 +146,7 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
 
 
 def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],
-             resume: dict[str, Any] | None) -> Run:
+             resume: dict[str, Any] | None, score_test: bool = True) -> Run:
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
@@ -161,7 +163,7 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
             state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
                         [*loop_callbacks, *callbacks], resume=resume)
             trained = time.perf_counter()
-            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits)
+            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, score_test)
             # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
             seconds = {**info["seconds"], "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
@@ -244,11 +246,14 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
     }
 
 
-def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits) -> dict:
+def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits, score_test: bool = True) -> dict:
     """metrics.json for every split, confusion_<target>.csv and predictions.csv for the test split."""
-    outputs = {name: forward_split(model, split.X) for name, split in splits.items()}
-    metrics = {name: score(outputs[name], splits[name].y, prep) for name in SPLITS}
+    scored = SPLITS if score_test else [name for name in SPLITS if name != "test"]
+    outputs = {name: forward_split(model, splits[name].X) for name in scored}
+    metrics = {name: score(outputs[name], splits[name].y, prep) for name in scored}
     write_json(run_dir / "metrics.json", metrics)
+    if not score_test:
+        return metrics
     test = splits["test"]
     for target in prep.targets:
         if prep.targets_[target]["task"] == "classification":

@@ -278,7 +278,10 @@ def test_describe_schema_covers_every_key():
     rows = describe_schema()
     described = [key for key, _, _ in rows]
     assert len(described) == len(set(described))
-    assert set(described) == leaf_keys(validate_config({"data": ANIMALS}).model_dump())
+    # the optional search section is filled in, its one searched key standing for any (`<key>`)
+    search = {"space": {"lr": {"uniform": [0.1, 0.2]}}}
+    dumped = leaf_keys(validate_config({"data": ANIMALS, "search": search}).model_dump())
+    assert set(described) == {key.replace("search.space.lr.", "search.space.<key>.") for key in dumped}
 
 
 def test_describe_schema_gives_every_key_a_description_and_default():
