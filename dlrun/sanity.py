@@ -20,7 +20,7 @@ from dlrun.losses import Criterion
 from dlrun.metrics import score
 from dlrun.preprocess import Preprocessor
 from dlrun.runner import prepare
-from dlrun.trainer import Split, forward_split, make_optimizer, train_step
+from dlrun.trainer import Split, forward_split, make_step
 
 DEFAULT_STEPS = 2000  # an upper bound: the check stops once the batch is overfitted; the salary table needs ~1,500
 CHECK_EVERY = 50  # steps between measurements of the batch (each costs a forward pass and a host sync)
@@ -98,15 +98,15 @@ def check(cfg: Config, steps: int = DEFAULT_STEPS, batch_rows: int | None = None
     best = {target: best_possible(batch.X, y, prep.targets_[target]["task"] == "classification")
             for target, y in batch.y.items()}
 
-    optimizer = make_optimizer(model, cfg.optimizer, device)
     criterion = Criterion(prep, cfg.train, batch.y)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # The step `train` would take (fast or autograd), so the check exercises the same code.
+    train_step = make_step(model, ready.cfg, criterion, device)
     losses = []  # kept on the device, read back once at the end
     threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, n_rows, device)
     with seeded_threads(cfg.seed, threads, device):
         model.train()
         for step in range(1, steps + 1):
-            losses.append(train_step(model, batch.X, batch.y, criterion, optimizer, params, cfg.train.grad_clip))
+            losses.append(train_step(batch.X, batch.y))
             if step % CHECK_EVERY == 0 or step == steps:
                 outputs = forward_split(model, batch.X)
                 loss_end = float(criterion(outputs, batch.y))
