@@ -239,7 +239,7 @@ class Config(_Section):
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seeds the split, the weights, shuffling and dropout.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     report: bool = Field(
-        True, description="Draw plots/ and write report.html when the run completes (1-2 s); false for quick sweeps."
+        True, description="Draw plots/ and write report.html when the run completes (1-2 s; sweep trials skip them)."
     )
     data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")

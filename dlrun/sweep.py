@@ -121,6 +121,8 @@ def base_config(cfg: Config) -> dict[str, Any]:
 def trial_config(base: dict[str, Any], params: dict[str, Any], source: str, name: str | None = None) -> Config:
     """The base config with a trial's values set as `--set` would; an invalid combination names the key."""
     raw = yaml.safe_load(yaml.safe_dump(base))  # a deep copy of plain data
+    # Plots and report.html cost 1-2 s a trial, as much as training one; `dlrun report TRIAL_DIR` draws them on demand.
+    raw["report"] = False
     if name is not None:
         raw["name"] = name
     for key, value in params.items():

@@ -239,7 +239,7 @@ def test_a_run_gives_the_same_metrics_on_either_path_and_records_which_ran_and_i
             assert fast.metrics[split][target] == pytest.approx(values, rel=1e-4, abs=1e-5), (split, target)
     info = json.loads((fast.run_dir / "run.json").read_text())
     assert info["train_step"] == {"path": "fast", "reason": None}
-    assert set(info["seconds"]) == {"load_and_preprocess", "train", "evaluate_and_write"}
+    assert set(info["seconds"]) == {"load_and_preprocess", "train", "evaluate_and_write", "plots_and_report"}
     assert all(seconds >= 0 for seconds in info["seconds"].values()) and info["seconds"]["train"] > 0
     assert json.loads((general.run_dir / "run.json").read_text())["train_step"] == {
         "path": "general", "reason": "train.fast_path is false"}

@@ -72,6 +72,7 @@ def test_grid_sweep_through_the_cli_tries_every_point_once_and_scores_only_the_p
         assert set(metrics) == {"train", "val"}  # trials are chosen without the test split
         assert metrics["val"]["price"]["mae"] == pytest.approx(row["objective"])
         assert not (run_dir / "predictions.csv").exists()
+        assert not (run_dir / "report.html").exists()  # trials skip plots; `dlrun report` draws them on demand
 
     info = json.loads((sweep_dir / "sweep.json").read_text())
     best_dir = run_dirs[0]
@@ -94,10 +95,11 @@ def test_grid_sweep_through_the_cli_tries_every_point_once_and_scores_only_the_p
     new_rows = tmp_path / "new.csv"
     make_regression_frame(seed=3).head(5).drop(columns="price").to_csv(new_rows, index=False)
     done = run_cli_many({"eval": (["eval", other], None), "predict": (["predict", other, new_rows], None),
-                         "report": (["sweep-report", sweep_dir], None)})
+                         "report": (["sweep-report", sweep_dir], None), "trial_report": (["report", other], None)})
     assert all(r.returncode == 0 for r in done.values()), {k: r.stderr for k, r in done.items()}
     assert json.loads((other / "eval.json").read_text())["source"] == "test split"
     assert len(pd.read_csv(tmp_path / "new_predictions.csv")) == 5
+    assert (other / "report.html").stat().st_size > 0 and (other / "plots" / "loss.png").read_bytes().startswith(PNG)
     assert (sweep_dir / "objective.png").read_bytes().startswith(PNG)
     assert json.loads((sweep_dir / "sweep.json").read_text())["best"]["test"] == info["best"]["test"]
     assert study_of(sweep_dir, "houses").user_attrs["test_score"]["trial"] == info["best"]["trial"]
