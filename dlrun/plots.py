@@ -8,6 +8,7 @@ matplotlib is imported here only, and this module only when plotting; figures ar
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,9 @@ DPI = 100
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, BEST_COLOUR = "tab:blue", "tab:orange", "tab:gray", "tab:green"
 # Cells get their count written in them up to this many classes; beyond it the numbers would overlap.
 ANNOTATE_MAX_CLASSES = 12
+MAX_TICK_LABELS = 60
+# ROC curves named in the legend, one per class, up to this many classes; beyond it the legend would cover the plot.
+LABELLED_CURVES = 10
 LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE on the scaled target"}
 
 
@@ -162,10 +166,14 @@ def confusion_figure(counts: pd.DataFrame, target: str) -> Figure:
                                    (fig.add_subplot(1, 2, 2), normalised, "row-normalised (recall per class)", "{:.2f}")):
         image = ax.imshow(values, cmap="Blues", vmin=0)
         fig.colorbar(image, ax=ax, shrink=0.8)
-        ticks = range(n_classes)
+        # Past MAX_TICK_LABELS classes only every k-th class is named, and the names shrink to fit their rows.
+        every = math.ceil(n_classes / MAX_TICK_LABELS)
+        ticks = range(0, n_classes, every)
+        fontsize = min(10.0, 450 / len(ticks))
         # beyond three classes the names stand upright: side by side, long names would run into each other
-        ax.set_xticks(ticks, [str(c) for c in counts.columns], rotation=90 if n_classes > 3 else 0)
-        ax.set_yticks(ticks, [str(c) for c in counts.index])
+        ax.set_xticks(ticks, [str(counts.columns[i]) for i in ticks], rotation=90 if n_classes > 3 else 0,
+                      fontsize=fontsize)
+        ax.set_yticks(ticks, [str(counts.index[i]) for i in ticks], fontsize=fontsize)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title, fontsize="medium")
@@ -193,19 +201,30 @@ def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np
 
 
 def roc_figure(predictions_csv: Path, target: str, classes) -> Figure:
-    """One-vs-rest ROC curve of every class on the test split (classes absent from it are named, not drawn)."""
+    """One-vs-rest ROC curve of every class on the test split (classes absent from it are named, not drawn).
+
+    Past LABELLED_CURVES classes a legend entry per class would cover the plot: every curve is drawn faintly and only
+    the classes with the highest and lowest AUC are coloured and named."""
     rows = pd.read_csv(predictions_csv, dtype={target: str})
     truth = rows[target].to_numpy()
-    fig = new_figure(6.4, 5.0)
-    ax = fig.add_subplot()
-    skipped = []
+    curves, skipped = [], []
     for name in classes:
         positive = truth == name
         column = f"{target}_proba_{name}"
         if column not in rows or positive.all() or not positive.any():
             skipped.append(str(name))
             continue
-        fpr, tpr, auc = roc_points(rows[column].to_numpy(dtype=float), positive)
+        curves.append((str(name), *roc_points(rows[column].to_numpy(dtype=float), positive)))
+    fig = new_figure(7.6, 5.0)
+    ax = fig.add_subplot()
+    labelled = curves
+    if len(curves) > LABELLED_CURVES:
+        by_auc = sorted(curves, key=lambda curve: -curve[3])
+        labelled = [*by_auc[:3], *by_auc[-3:]]
+    if len(labelled) < len(curves):
+        for _, fpr, tpr, _ in curves:
+            ax.plot(fpr, tpr, color="0.75", linewidth=0.8)
+    for name, fpr, tpr, auc in labelled:
         ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], color=LR_COLOUR, linestyle="--", linewidth=1, label="chance")
     ax.set_xlabel("false positive rate")
@@ -214,10 +233,16 @@ def roc_figure(predictions_csv: Path, target: str, classes) -> Figure:
     ax.set_ylim(0, 1.02)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    legend_title = None
+    if len(labelled) < len(curves):
+        mean_auc = np.mean([curve[3] for curve in curves])
+        legend_title = f"{len(curves)} classes, mean AUC {mean_auc:.3f}\nhighest and lowest 3 (others grey)"
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", title=legend_title,
+              title_fontsize="small")
     title = f"ROC curves of {target}, one class vs rest (test split)"
     if skipped:
-        title += f"\nnot drawn (no test rows or only these): {', '.join(skipped)}"
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        title += f"\nnot drawn (no test rows or only these): {shown}"
     ax.set_title(title, fontsize="medium")
     return fig
 

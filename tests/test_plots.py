@@ -211,3 +211,29 @@ def test_the_overlap_check_sees_overlapping_text():
     ax.text(0.52, 0.5, "another label")
     with pytest.raises(AssertionError, match="'one label' overlaps 'another label'"):
         assert_no_text_overlaps(fig)
+
+
+def test_a_hundred_classes_name_every_other_class_without_overlap():
+    names = [f"species_{k:03d}" for k in range(120)]
+    counts = pd.DataFrame(np.random.default_rng(0).integers(0, 5, (120, 120)), index=names, columns=names)
+    fig = plots.confusion_figure(counts, "kind")
+    assert_no_text_overlaps(fig)
+    assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == names[::2]
+
+
+def test_roc_of_many_classes_names_only_the_highest_and_lowest_auc(tmp_path):
+    rng = np.random.default_rng(0)
+    names = [f"class_{k:02d}" for k in range(30)]
+    truth = rng.integers(0, 30, 3000)
+    proba = rng.dirichlet(np.ones(30), 3000)
+    proba[np.arange(3000), truth] += np.linspace(0, 0.05, 30)[truth]  # class k separates better with k
+    rows = pd.DataFrame(proba / proba.sum(axis=1, keepdims=True), columns=[f"kind_proba_{n}" for n in names])
+    rows["kind"] = np.array(names)[truth]
+    rows.to_csv(tmp_path / "predictions.csv", index=False)
+    fig = plots.roc_figure(tmp_path / "predictions.csv", "kind", names)
+    assert_no_text_overlaps(fig)
+    legend = [text.get_text().split(" (")[0] for text in fig.axes[0].get_legend().get_texts()]
+    by_auc = sorted(names, key=lambda n: -roc_auc_score(rows["kind"] == n, rows[f"kind_proba_{n}"]))
+    assert legend == [*by_auc[:3], *by_auc[-3:], "chance"]
+    assert by_auc[0] in names[20:] and by_auc[-1] in names[:10]
+    assert len(fig.axes[0].lines) == 30 + 6 + 1  # every class faint, six named, the chance line
