@@ -45,7 +45,9 @@ class Diagnostics(Callback):
         # Fixed rows drawn with their own generator: the global RNG that dropout uses is untouched.
         rows = torch.randperm(len(train_X), generator=torch.Generator().manual_seed(0))[:DIAGNOSTIC_ROWS].to(train_X.device)
         self.train_X, self.train_y = train_X[rows], {t: v[rows] for t, v in train_y.items()}
-        self.val_X = val_X[:DIAGNOSTIC_ROWS]
+        # A small validation split is topped up with training rows: on a handful of rows many healthy units are
+        # silent by chance, and a unit silent on the training rows too gets no gradient, dead indeed.
+        self.val_X = torch.cat([val_X[:DIAGNOSTIC_ROWS], self.train_X[:max(DIAGNOSTIC_ROWS - len(val_X), 0)]])
         self.loss = loss
         self.rows: list[dict[str, Any]] = []
         self.start_weights: dict[str, torch.Tensor] = {}
@@ -88,7 +90,7 @@ class Diagnostics(Callback):
 
     @torch.no_grad()
     def _dead_fractions(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Fraction of units of each ReLU-family activation whose input is <= 0 on every validation row."""
+        """Fraction of units of each ReLU-family activation whose input is <= 0 on every row of the validation batch."""
         dead: dict[str, torch.Tensor] = {}
         hooks = []
         for label, activation in relu_activations(model).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -88,6 +89,15 @@ def test_dead_units_are_counted_on_the_validation_batch(regression_csv, tmp_path
     assert diagnose(frame, "relu")[0] == "layer 1: 75% of ReLU units never fire; try leaky_relu or a smaller learning rate"
 
 
+def test_a_small_validation_split_is_topped_up_with_training_rows_for_dead_units(tmp_path):
+    train_X, val_X = torch.arange(1000.0).reshape(500, 2), -torch.ones(3, 2)
+    callback = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, val_X, lambda out, y: out.sum())
+    assert len(callback.val_X) == 256 and (callback.val_X[:3] == -1).all()  # every validation row, then training rows
+    assert set(callback.val_X[3:, 0].tolist()) <= set(train_X[:, 0].tolist())
+    full = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, train_X, lambda out, y: out.sum())
+    assert torch.equal(full.val_X, train_X[:256])  # enough validation rows: validation rows only
+
+
 def test_layers_are_named_trunk_first_then_heads(regression_csv):
     model = prepared(regression_csv, model={"hidden": [8, 8, 4], "norm": "layer", "activation": "leaky_relu"}).model
     assert list(layer_weights(model)) == ["layer 1", "layer 2", "layer 3", "head price"]
@@ -133,9 +143,11 @@ def test_train_prints_a_warning_when_relus_die(tmp_path, regression_csv):
     config = write_config(tmp_path / "c.yaml", {"path": str(regression_csv), "target": "price"}, optimizer={"lr": 1.0}, report=True)
     result = run_cli("train", config, "--runs-dir", tmp_path / "runs")
     assert result.returncode == 0, result.stderr
-    assert "warning: layer 2: 100% of ReLU units never fire; try leaky_relu or a smaller learning rate" in result.stderr
+    warning = re.search(r"warning: (layer \d: \d+% of ReLU units never fire); try leaky_relu or a smaller learning rate",
+                        result.stderr)
+    assert warning, result.stderr
     run_dir = result.stdout.strip().splitlines()[-1]
-    assert "100% of ReLU units never fire" in (tmp_path / "runs" / run_dir.split("/")[-1] / "report.html").read_text()
+    assert warning[1] in (tmp_path / "runs" / run_dir.split("/")[-1] / "report.html").read_text()
 
 
 def test_a_resumed_run_keeps_and_continues_its_diagnostics(tmp_path, regression_csv):
