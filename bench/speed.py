@@ -372,12 +372,13 @@ def main() -> None:
 
     print(f"\nwhole processes, median of {repeats} run(s), seconds; threads as `dlrun train` picks them")
     header = (f"{'dlrun train':<22}{'epochs':>7}{'wall':>7}{'start-up+exit':>15}{'load+preprocess':>17}"
-              f"{'train':>7}{'s/epoch':>9}{'eval+write':>12}  step, threads")
+              f"{'train':>7}{'s/epoch':>9}{'eval+write':>12}{'plots+report':>14}  step, threads")
     print(header)
     print("-" * len(header))
     for name, t in processes.items():
         print(f"{name:<22}{t['epochs']:>7}{t['wall']:>7.2f}{t['startup_and_exit']:>15.2f}{t['load_and_preprocess']:>17.2f}"
-              f"{t['train']:>7.2f}{t['epoch']:>9.3f}{t['evaluate_and_write']:>12.2f}  {t['path']}, {t['threads']}")
+              f"{t['train']:>7.2f}{t['epoch']:>9.3f}{t['evaluate_and_write']:>12.2f}{t['plots_and_report']:>14.2f}"
+              f"  {t['path']}, {t['threads']}")
     print(f"dlrun predict, {N_BIG:,} rows: {predict_wall:.2f}s for the process, {predict_library:.2f}s inside "
           "dlrun.predict (read, preprocess, forward, write the CSV)")
     print(f"\n`dlrun --help` {help_seconds:.3f}s vs `python -c 'import torch'` {torch_seconds:.3f}s (median of 5): "
