@@ -142,7 +142,9 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
     info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed,
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
-    return _execute(ready, run_dir, info, callbacks, resume=checkpoint)
+    # A sweep's trial (runs/sweeps/<study>/trials/<run>) stays unscored on test: only the study's pick is, once.
+    in_sweep = run_dir.parent.name == "trials" and (run_dir.parent.parent / "sweep.yaml").is_file()
+    return _execute(ready, run_dir, info, callbacks, resume=checkpoint, score_test=not in_sweep)
 
 
 def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],

@@ -14,6 +14,7 @@ import yaml
 
 from dlrun.config import load_config
 from dlrun.errors import ConfigError
+from dlrun.runner import resume
 from dlrun.sweep import sweep
 from dlrun.sweep_report import summarise
 from dlrun.sweep_study import open_storage, sqlite_url
@@ -209,6 +210,11 @@ def test_ctrl_c_requeues_the_interrupted_trial_and_the_next_run_finishes_it(tmp_
     summary = sweep(cfg, tmp_path / "runs")
     assert summary.complete and summary.states == {"complete": 2, "pruned": 0, "running": 0, "waiting": 0, "failed": 0}
     assert summary.trials.loc[summary.trials["trial"] == 1, "note"].item() == "re-run of trial 0"
+
+    resume(run_dir)  # the interrupted trial resumed by hand still leaves the test split alone
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    assert set(json.loads((run_dir / "metrics.json").read_text())) == {"train", "val"}
+    assert not (run_dir / "predictions.csv").exists()
 
 
 def test_a_machine_without_the_best_trials_run_directory_reports_it_from_the_study(tmp_path, houses):
