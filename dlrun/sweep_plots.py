@@ -1,19 +1,18 @@
 """A sweep's PNG plots: the search space coloured by objective, the objective per trial, parameter importances.
 
-matplotlib (Agg, no display needed) is imported only here, when a sweep is summarised.
+Drawn with plots.py's figures (Agg, constrained layout so no text overlaps); imported only when a sweep is summarised.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 from pathlib import Path
-from typing import Any
 
+from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from dlrun.io import write_atomic
+from dlrun.plots import new_figure, save_figure
 from dlrun.sweep_space import Dimension
 
 MAX_PAIRS = 6  # panels in the search-space plot: the first pairs of searched keys
@@ -22,9 +21,6 @@ MAX_PAIRS = 6  # panels in the search-space plot: the first pairs of searched ke
 def plot_sweep(sweep_dir: Path, trials: list[FrozenTrial], space: dict[str, Dimension], objective: str, direction: str,
                importances: dict[str, float] | None) -> list[Path]:
     """Write search_space.png, objective.png and (when there are importances) importances.png; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     scored = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.value is not None
               and math.isfinite(t.value)]
     written = [_search_space(sweep_dir / "search_space.png", scored, space, objective, direction),
@@ -39,7 +35,8 @@ def _axis_values(trials: list[FrozenTrial], key: str, dim: Dimension) -> tuple[l
     if dim.choice is None:
         return [float(t.params[key]) for t in trials], None
     labels = [str(choice) for choice in dim.encoded_choices()]
-    return [float(dim.encoded_choices().index(t.params[key])) for t in trials], labels
+    # Trials that share a choice are spread a little around it (fixed by trial number), so none hides another.
+    return [dim.encoded_choices().index(t.params[key]) + ((t.number * 0.618) % 1 - 0.5) * 0.3 for t in trials], labels
 
 
 def _set_axis(ax, axis: str, key: str, dim: Dimension, labels: list[str] | None) -> None:
@@ -48,19 +45,19 @@ def _set_axis(ax, axis: str, key: str, dim: Dimension, labels: list[str] | None)
         getattr(ax, f"set_{axis}scale")("log")
     if labels is not None:
         getattr(ax, f"set_{axis}ticks")(range(len(labels)), labels)
+        getattr(ax, f"set_{axis}lim")(-0.5, len(labels) - 0.5)  # room around the first and last choice
 
 
 def _search_space(path: Path, trials: list[FrozenTrial], space: dict[str, Dimension], objective: str, direction: str) -> Path:
     """Each pair of searched keys as a scatter of the trials; colour = objective, brighter = better; x = pruned."""
-    import matplotlib.pyplot as plt
-
     keys = list(space)
     pairs = list(itertools.combinations(keys, 2))[:MAX_PAIRS] or [(keys[0], None)]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.2), squeeze=False)
+    fig = new_figure(5 * len(pairs), 4.2)
+    axes = [fig.add_subplot(1, len(pairs), n + 1) for n in range(len(pairs))]
     cmap = "viridis_r" if direction == "minimize" else "viridis"
     values = [t.value for t in trials]
     scatter = None
-    for ax, (x_key, y_key) in zip(axes[0], pairs):
+    for ax, (x_key, y_key) in zip(axes, pairs):
         x, x_labels = _axis_values(trials, x_key, space[x_key])
         y, y_labels = _axis_values(trials, y_key, space[y_key]) if y_key else (values, None)
         for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
@@ -75,17 +72,16 @@ def _search_space(path: Path, trials: list[FrozenTrial], space: dict[str, Dimens
         else:
             ax.set_ylabel(objective)
     if scatter is not None:
-        fig.colorbar(scatter, ax=axes[0].tolist(), label=objective)
-        axes[0][0].legend(loc="best", fontsize="small")
+        fig.colorbar(scatter, ax=axes, label=objective)
+        axes[0].legend(loc="best", fontsize="small")
     fig.suptitle(f"search space: {len(trials)} trials coloured by {objective} ({direction})")
     return _save(fig, path)
 
 
 def _objective_history(path: Path, trials: list[FrozenTrial], objective: str, direction: str) -> Path:
     """The objective of each trial in trial order, and the best so far (complete trials only: pruned ones stopped early)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = new_figure(7, 4.2)
+    ax = fig.add_subplot()
     for state, marker in ((TrialState.COMPLETE, "o"), (TrialState.PRUNED, "x")):
         picked = [t for t in trials if t.state == state]
         ax.scatter([t.number for t in picked], [t.value for t in picked], marker=marker, label=state.name.lower())
@@ -102,21 +98,15 @@ def _objective_history(path: Path, trials: list[FrozenTrial], objective: str, di
 
 
 def _importances(path: Path, importances: dict[str, float], objective: str) -> Path:
-    import matplotlib.pyplot as plt
-
     names = list(importances)[::-1]  # most important on top
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(names) + 1.5))
+    fig = new_figure(7, 0.6 * len(names) + 1.5)
+    ax = fig.add_subplot()
     ax.barh(names, [importances[name] for name in names])
     ax.set_xlabel(f"importance for {objective} (fANOVA, sums to 1)")
     ax.set_title("parameter importances")
     return _save(fig, path)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, lambda fh: fh.write(buffer.getvalue()), mode="wb")
+def _save(fig: Figure, path: Path) -> Path:
+    save_figure(fig, path)
     return path
