@@ -111,7 +111,7 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
     info = {"status": "running", "started": now(), "ended": None, "name": ready.cfg.name,
             "data_source": ready.cfg.data.dataset or ready.cfg.data.path, "seed": ready.cfg.seed, "device": str(ready.device),
-            **environment(), "data": ready.summary, "notes": notes,
+            **environment(), "data": ready.summary, "notes": notes, "score_test": score_test,
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
     write_config(run_dir, ready.cfg)
     write_json(run_dir / "preprocess.json", ready.prep.to_dict())
@@ -142,9 +142,8 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
     info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed,
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
-    # A sweep's trial (runs/sweeps/<study>/trials/<run>) stays unscored on test: only the study's pick is, once.
-    in_sweep = run_dir.parent.name == "trials" and (run_dir.parent.parent / "sweep.yaml").is_file()
-    return _execute(ready, run_dir, info, callbacks, resume=checkpoint, score_test=not in_sweep)
+    # A run started without scoring the test split (a sweep's trial) resumes without it too.
+    return _execute(ready, run_dir, info, callbacks, resume=checkpoint, score_test=info.get("score_test", True))
 
 
 def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],
