@@ -136,7 +136,7 @@ def compare_runs(run_dirs: list[Path | str]) -> Comparison:
 
 def _flat_config(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return _flatten(raw) if isinstance(raw, dict) else {}
