@@ -376,11 +376,16 @@ def sweep_report(
 
 def _print_trial(result) -> None:
     """One line per finished trial (called in every worker process)."""
-    params = ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in result.params.items())
+    params = _params_text(result.params)
     value = "" if result.value is None else f" -> {_fmt(result.value)}"
     note = f" ({result.note})" if result.note else ""
     stderr.print(escape(f"trial {result.number} {result.state}{value} in {result.seconds:.1f}s: {params}{note}"),
                  highlight=False, soft_wrap=True)
+
+
+def _params_text(params: dict) -> str:
+    """A trial's sampled values as `key=value, ...`, floats as in the tables."""
+    return ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in params.items())
 
 
 def _print_sweep(summary) -> None:
@@ -396,8 +401,7 @@ def _print_sweep(summary) -> None:
         stderr.print(table)
     best = summary.best
     if best is not None:
-        params = ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in best["params"].items())
-        stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params}"),
+        stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {_params_text(best['params'])}"),
                      highlight=False, soft_wrap=True)
         scores = {"val": best["val"] or {}, **({"test (once)": best["test"]} if best["test"] else {})}
         for table in _metrics_tables(scores, best["units"]):
