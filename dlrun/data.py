@@ -112,22 +112,18 @@ def read_csv(path: Path) -> pd.DataFrame:
 def _number_from_text(values: pd.Series) -> pd.Series:
     """A text column whose every value is a formatted number ("1,250", "$40,000.50", "12.5%") becomes numeric:
     the formatting is an export artefact, and left as text each value would be its own category."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+    present = _text_matching(values, NUMBER_AS_TEXT)
+    if present is None:
         return values
-    present = values.dropna().astype(str).str.strip()
-    if len(present) == 0 or not present.str.match(NUMBER_AS_TEXT).all():
-        return values
-    digits = values.astype(str).str.replace(r"[\s,$€£%]", "", regex=True)
-    return pd.to_numeric(digits.where(values.notna()), errors="coerce")
+    digits = present.str.replace(r"[\s,$€£%]", "", regex=True)
+    return pd.to_numeric(digits, errors="coerce").reindex(values.index)
 
 
 def _years_from_dates(values: pd.Series) -> pd.Series:
     """A text column of dates becomes a number, the date as a fractional year (2024-07-02 -> 2024.5): as text,
     every date would be its own category (or the column would be dropped as an identifier)."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        return values
-    present = values.dropna().astype(str).str.strip()
-    if len(present) == 0 or not present.str.match(DATE_AS_TEXT).all():
+    present = _text_matching(values, DATE_AS_TEXT)
+    if present is None:
         return values
     dates = pd.to_datetime(present.str.replace("/", "-"), errors="coerce", utc=True, format="ISO8601")
     if dates.isna().any():  # a month 13 or a February 30: not dates after all
@@ -136,6 +132,14 @@ def _years_from_dates(values: pd.Series) -> pd.Series:
     days_in_year = np.where(dates.dt.is_leap_year, 366.0, 365.0)
     years = dates.dt.year + (dates - year_start).dt.total_seconds().to_numpy() / 86_400 / days_in_year
     return pd.Series(years, index=present.index, dtype=float).reindex(values.index)
+
+
+def _text_matching(values: pd.Series, pattern: str) -> pd.Series | None:
+    """The column's present values as stripped text, when it is a text column and every one of them matches pattern."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return None
+    present = values.dropna().astype(str).str.strip()
+    return present if len(present) and present.str.match(pattern).all() else None
 
 
 def _is_row_index(values: pd.Series) -> bool:
