@@ -52,9 +52,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from dlrun.config import validate_config
-from dlrun.data import load_dataset
-from dlrun.runner import train
+from dlrun.config.schema import validate_config
+from dlrun.data.load import load_dataset
+from dlrun.run.runner import train
 
 BENCH_DATA = Path(__file__).resolve().parent / "data"
 MODELS = ("dlrun", "MLP", "HGB")

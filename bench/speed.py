@@ -50,16 +50,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from dlrun.callbacks import Checkpoints, MetricsLog
-from dlrun.config import validate_config
-from dlrun.data import load_dataset
-from dlrun.device import choose_threads
-from dlrun.inference import to_split
-from dlrun.model import build_model
-from dlrun.preprocess import Preprocessor
-from dlrun.runner import resolve
-from dlrun.callbacks import Callback
-from dlrun.trainer import fit
+from dlrun.training.callbacks import Checkpoints, MetricsLog
+from dlrun.config.schema import validate_config
+from dlrun.data.load import load_dataset
+from dlrun.model.device import choose_threads
+from dlrun.data.tensors import to_split
+from dlrun.model.mlp import build_model
+from dlrun.data.preprocess import Preprocessor
+from dlrun.run.runner import resolve
+from dlrun.training.callbacks import Callback
+from dlrun.training.loop import fit
 
 N_TRAIN, N_VAL, N_TEST, N_FEATURES = 10_000, 2_000, 100, 10
 N_BIG, BIG_EPOCHS = 100_000, 10
@@ -258,7 +258,7 @@ def train_process(args: list[str], runs_dir: Path, repeats: int) -> dict[str, fl
 
 def predict_process(run_dir: Path, csv: Path, output: Path, repeats: int) -> tuple[float, float]:
     """Median wall time of `dlrun predict` in a subprocess, and of the library call `dlrun.predict` in this process."""
-    from dlrun.inference import predict
+    from dlrun.inference.batch import predict
 
     command = [sys.executable, "-m", "dlrun", "predict", str(run_dir), str(csv), "--output", str(output)]
     process = median_wall(command, repeats)

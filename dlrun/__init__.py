@@ -6,18 +6,19 @@ The library twins of the CLI commands load lazily, so `import dlrun` (and `dlrun
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_config": "dlrun.config",
-    "train": "dlrun.runner",
-    "evaluate": "dlrun.inference",
-    "predict": "dlrun.inference",
-    "resume": "dlrun.runner",
-    "check": "dlrun.sanity",
-    "DlrunError": "dlrun.errors",
-    "build_report": "dlrun.report",
-    "list_runs": "dlrun.listing",
-    "compare_runs": "dlrun.listing",
-    "explain_activations": "dlrun.explain",
-    "explain_dropout": "dlrun.explain",
+    "load_config": "dlrun.config.schema",
+    "train": "dlrun.run.runner",
+    "evaluate": "dlrun.inference.batch",
+    "predict": "dlrun.inference.batch",
+    "resume": "dlrun.run.runner",
+    "check": "dlrun.probe.check",
+    "sweep": "dlrun.sweeps.driver",
+    "DlrunError": "dlrun.core.errors",
+    "build_report": "dlrun.run.report",
+    "list_runs": "dlrun.run.listing",
+    "compare_runs": "dlrun.run.listing",
+    "explain_activations": "dlrun.probe.explain",
+    "explain_dropout": "dlrun.probe.explain",
 }
 __all__ = ["__version__", *_LAZY]
 

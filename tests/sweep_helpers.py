@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from dlrun.callbacks import Callback
+from dlrun.training.callbacks import Callback
 
 
 class KillOnce(Callback):

@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-import dlrun.artifacts as artifacts
-from dlrun.artifacts import create_run_dir, load_checkpoint, open_run, save_checkpoint
-from dlrun.config import ModelConfig, validate_config
-from dlrun.errors import ConfigError, RunError
-from dlrun.inference import prediction_frame
-from dlrun.model import build_model
-from dlrun.runner import train
-from dlrun.callbacks import TrainState
-from dlrun.trainer import forward_split
+import dlrun.run.directory as artifacts
+from dlrun.run.directory import create_run_dir, open_run
+from dlrun.training.checkpoint import load_checkpoint, save_checkpoint
+from dlrun.config.schema import ModelConfig, validate_config
+from dlrun.core.errors import ConfigError, RunError
+from dlrun.run.outputs import prediction_frame
+from dlrun.model.mlp import build_model
+from dlrun.run.runner import train
+from dlrun.training.callbacks import TrainState
+from dlrun.model.forward import forward_split
 
 from conftest import FAST, merge
 

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 import dlrun
-from dlrun.augment import batch_augment, oversample, smote_target
-from dlrun.config import AugmentConfig, load_config, validate_config
-from dlrun.errors import ConfigError
-from dlrun.inference import to_split
-from dlrun.model import build_model
-from dlrun.preprocess import Preprocessor
-from dlrun.runner import resume
-from dlrun.trainer import fit
+from dlrun.training.augment import batch_augment, oversample, smote_target
+from dlrun.config.schema import AugmentConfig, load_config, validate_config
+from dlrun.core.errors import ConfigError
+from dlrun.data.tensors import to_split
+from dlrun.model.mlp import build_model
+from dlrun.data.preprocess import Preprocessor
+from dlrun.run.runner import resume
+from dlrun.training.loop import fit
 
 from conftest import FAST, InterruptAfter, make_classification_frame, merge
 

@@ -20,13 +20,15 @@ import pytest
 import torch
 import yaml
 
-import dlrun.runner as runner
-from dlrun.artifacts import create_run_dir, load_checkpoint, open_run, read_run_info
-from dlrun.config import load_config, validate_config
-from dlrun.device import resolve_device
-from dlrun.errors import ConfigError, RunError
-from dlrun.inference import evaluate, predict, with_predictions
-from dlrun.runner import out_of_memory_explained, resume, train
+import dlrun.run.runner as runner
+from dlrun.run.directory import create_run_dir, open_run, read_run_info
+from dlrun.training.checkpoint import load_checkpoint
+from dlrun.config.schema import load_config, validate_config
+from dlrun.model.device import resolve_device
+from dlrun.core.errors import ConfigError, RunError
+from dlrun.inference.batch import evaluate, predict
+from dlrun.run.outputs import with_predictions
+from dlrun.run.runner import out_of_memory_explained, resume, train
 
 from conftest import InterruptAfter, run_cli, run_cli_many
 

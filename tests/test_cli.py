@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from dlrun.config import describe_schema
+from dlrun.config.schema import describe_schema
 
 from conftest import CONFIGS, DATA, REPO, make_classification_frame, run_cli, run_cli_many, write_config
 
@@ -174,8 +174,8 @@ def bad_train(workdir) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
 def test_error_messages_are_printed_verbatim(capsys, message):
     import typer
 
-    from dlrun.cli import guarded
-    from dlrun.errors import DataError
+    from dlrun.cli.exits import guarded
+    from dlrun.core.errors import DataError
 
     def fail():
         raise DataError(message)
@@ -200,7 +200,7 @@ def test_help_lists_the_commands():
 
 
 def test_importing_the_cli_does_not_import_heavy_libraries():
-    code = "import dlrun.cli, sys; assert 'torch' not in sys.modules and 'pandas' not in sys.modules and 'sklearn' not in sys.modules"
+    code = "import dlrun.cli.commands, sys; assert 'torch' not in sys.modules and 'pandas' not in sys.modules and 'sklearn' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
 

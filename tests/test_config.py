@@ -6,8 +6,8 @@ import pydantic
 import pytest
 import yaml
 
-from dlrun.config import Config, describe_schema, load_config, validate_config
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.config.schema import Config, describe_schema, load_config, validate_config
+from dlrun.core.errors import ConfigError, DlrunError
 
 from conftest import CONFIGS
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.config import validate_config
-from dlrun.data import SPLITS, infer_task, load_dataset, make_synthetic, read_csv
-from dlrun.errors import DataError
+from dlrun.config.schema import validate_config
+from dlrun.data.load import SPLITS, infer_task, load_dataset, make_synthetic, read_csv
+from dlrun.core.errors import DataError
 
 from conftest import make_classification_frame, make_regression_frame
 

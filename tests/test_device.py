@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrun.device import SMALL_STEP_MACS, choose_threads, seeded_threads
+from dlrun.model.device import SMALL_STEP_MACS, choose_threads, seeded_threads
 
 CPU = torch.device("cpu")
 

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dlrun.config import validate_config
-from dlrun.diagnostics import COLUMNS, Diagnostics, diagnose, layer_weights, relu_activations
-from dlrun.losses import Criterion
-from dlrun.runner import prepare
-from dlrun.trainer import fit
+from dlrun.config.schema import validate_config
+from dlrun.training.diagnostics import COLUMNS, Diagnostics, diagnose, layer_weights, relu_activations
+from dlrun.training.losses import Criterion
+from dlrun.run.runner import prepare
+from dlrun.training.loop import fit
 
 from conftest import FAST, merge, run_cli, write_config
 
@@ -152,7 +152,7 @@ def test_train_prints_a_warning_when_relus_die(tmp_path, regression_csv):
 
 def test_a_resumed_run_keeps_and_continues_its_diagnostics(tmp_path, regression_csv):
     from conftest import InterruptAfter
-    from dlrun.runner import resume, train
+    from dlrun.run.runner import resume, train
 
     cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"},
                                        "model": {"dropout": 0.2}, "train": {"epochs": 6, "early_stopping": None}}))
@@ -180,7 +180,7 @@ def test_diagnostics_on_the_gpu_match_the_cpu(regression_csv, tmp_path):
 
 def test_a_frozen_layer_has_no_gradient_and_no_warning(regression_csv, tmp_path):
     ready = prepared(regression_csv, train={"epochs": 2, "early_stopping": None, "freeze": [0]})
-    from dlrun.transfer import freeze
+    from dlrun.training.transfer import freeze
 
     freeze(ready.model, ready.cfg.train.freeze)
     fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, ready.cfg, ready.device,

@@ -7,11 +7,11 @@ import typing
 import pytest
 import torch
 
-from dlrun.artifacts import open_run
-from dlrun.config import Activation
-from dlrun.errors import ConfigError, RunError
-from dlrun.explain import explain_activations, explain_dropout
-from dlrun.metric_names import format_value
+from dlrun.run.directory import open_run
+from dlrun.config.schema import Activation
+from dlrun.core.errors import ConfigError, RunError
+from dlrun.probe.explain import explain_activations, explain_dropout
+from dlrun.metrics.names import format_value
 
 from conftest import run_cli_many
 from test_plots import assert_valid_png
@@ -78,7 +78,7 @@ def test_dropout_demo_checks_its_input(finished_runs, tmp_path):
 def test_explain_figures_have_no_overlapping_text():
     import numpy as np
 
-    from dlrun.explain import activations_figure, dropout_figure
+    from dlrun.probe.explain import activations_figure, dropout_figure
     from test_plots import assert_no_text_overlaps
 
     assert_no_text_overlaps(activations_figure()[0])

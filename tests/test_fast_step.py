@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from dlrun.config import validate_config
-from dlrun.fast_step import FastStep, unsupported
-from dlrun.losses import Criterion
-from dlrun.model import build_model
-from dlrun.runner import prepare, train
-from dlrun.trainer import AutogradStep, make_step
-from dlrun.transfer import freeze
+from dlrun.config.schema import validate_config
+from dlrun.training.fast_step import FastStep, unsupported
+from dlrun.training.losses import Criterion
+from dlrun.model.mlp import build_model
+from dlrun.run.runner import prepare, train
+from dlrun.training.step import AutogradStep, make_step
+from dlrun.training.transfer import freeze
 
 from conftest import make_classification_frame, merge, run_cli_many, write_config
 

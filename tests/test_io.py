@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.io import read_json, write_atomic, write_csv, write_json, write_text
+from dlrun.core.io import read_json, write_atomic, write_csv, write_json, write_text
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):

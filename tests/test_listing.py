@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from dlrun.errors import RunError
-from dlrun.listing import compare_runs, format_duration, list_runs, read_run_row
-from dlrun.metric_names import format_value
+from dlrun.core.errors import RunError
+from dlrun.run.listing import compare_runs, format_duration, list_runs, read_run_row
+from dlrun.metrics.names import format_value
 
 from conftest import REPO, run_cli_many
 
@@ -91,7 +91,7 @@ def test_a_hundred_runs_are_read(tmp_path, finished_runs):
 def test_listing_never_imports_torch_or_pandas(runs_dir):
     code = (f"import sys; from typer.testing import CliRunner; from dlrun.cli import app; "
             f"result = CliRunner().invoke(app, ['runs', {str(runs_dir)!r}, '--json']); assert result.exit_code == 0, result.output; "
-            f"from dlrun.listing import compare_runs; compare_runs(list(__import__('pathlib').Path({str(runs_dir)!r}).iterdir())); "
+            f"from dlrun.run.listing import compare_runs; compare_runs(list(__import__('pathlib').Path({str(runs_dir)!r}).iterdir())); "
             f"print(sorted(m for m in ('torch', 'pandas', 'numpy', 'matplotlib') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
@@ -162,7 +162,8 @@ def test_read_run_row_falls_back_to_the_directory_name(tmp_path):
 
 def test_library_twins_are_importable_from_the_package():
     import dlrun
-    from dlrun import explain, listing, report
+    from dlrun.probe import explain
+    from dlrun.run import listing, report
 
     assert dlrun.list_runs is listing.list_runs and dlrun.compare_runs is listing.compare_runs
     assert dlrun.build_report is report.build_report and dlrun.explain_dropout is explain.explain_dropout

@@ -8,9 +8,10 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from dlrun.config import PreprocessConfig
-from dlrun.metrics import confusion, epoch_columns, flatten, is_maximised, score
-from dlrun.preprocess import Preprocessor
+from dlrun.config.schema import PreprocessConfig
+from dlrun.metrics.score import confusion, epoch_columns, score
+from dlrun.metrics.names import flatten, is_maximised
+from dlrun.data.preprocess import Preprocessor
 
 
 def class_prep(n_classes: int) -> Preprocessor:
@@ -120,5 +121,5 @@ def test_serving_predictions_does_not_import_torchmetrics():
     import subprocess
     import sys
 
-    code = "import sys, dlrun.cli, dlrun.inference; print('torchmetrics' in sys.modules)"
+    code = "import sys, dlrun.cli, dlrun.inference.batch; print('torchmetrics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

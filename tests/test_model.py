@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.config import ModelConfig
-from dlrun.model import build_model
+from dlrun.config.schema import ModelConfig
+from dlrun.model.mlp import build_model
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:

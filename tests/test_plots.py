@@ -11,8 +11,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 
 import dlrun
-import dlrun.plots as plots
-from dlrun.config import validate_config
+import dlrun.run.plots as plots
+from dlrun.config.schema import validate_config
 
 from conftest import FAST, merge
 

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.config import PreprocessConfig
-from dlrun.errors import DataError, RunError
-from dlrun.preprocess import MISSING, Preprocessor
+from dlrun.config.schema import PreprocessConfig
+from dlrun.core.errors import DataError, RunError
+from dlrun.data.preprocess import MISSING, Preprocessor
 
 from conftest import make_classification_frame, make_regression_frame
 
@@ -233,7 +233,7 @@ def test_numeric_text_and_blanks_in_numeric_column_are_accepted():
 def test_damaged_inner_state_is_a_run_error(damage):
     import copy
 
-    from dlrun.errors import RunError
+    from dlrun.core.errors import RunError
 
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "c": ["x", "y", "x"], "t": [1.0, 2.0, 4.0]})
     state = Preprocessor(PreprocessConfig(), ["a", "c"], ["t"], {"t": "regression"}).fit(frame).to_dict()

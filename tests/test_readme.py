@@ -4,7 +4,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from dlrun.cli import app
+from dlrun.cli.commands import app
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-import dlrun.report as report
-from dlrun.errors import RunError
-from dlrun.metric_names import format_value
+import dlrun.run.report as report
+from dlrun.core.errors import RunError
+from dlrun.metrics.names import format_value
 
 from conftest import FAST, merge, run_cli
 
@@ -97,7 +97,7 @@ def test_report_of_a_folder_that_is_not_a_run_is_an_error(tmp_path):
 
 def test_a_failing_report_is_a_warning_and_the_run_completes(tmp_path, classification_csv, monkeypatch):
     import dlrun
-    from dlrun.config import validate_config
+    from dlrun.config.schema import validate_config
 
     def broken(*args, **kwargs):
         raise OSError("disk says no")
@@ -145,7 +145,7 @@ def test_chromium_renders_the_report_with_every_image_and_the_metrics(finished_r
 
 
 def test_the_dropout_picture_joins_the_report_once_drawn(finished_runs, tmp_path):
-    from dlrun.explain import explain_dropout
+    from dlrun.probe.explain import explain_dropout
 
     run = tmp_path / "copy"
     shutil.copytree(finished_runs["classification"], run)

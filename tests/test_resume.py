@@ -12,9 +12,9 @@ import time
 import pytest
 import yaml
 
-from dlrun.config import validate_config
-from dlrun.errors import RunError
-from dlrun.runner import resume, train
+from dlrun.config.schema import validate_config
+from dlrun.core.errors import RunError
+from dlrun.run.runner import resume, train
 
 from conftest import InterruptAfter, run_cli
 

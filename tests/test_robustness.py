@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dlrun.config import DataConfig, PreprocessConfig, validate_config
-from dlrun.data import load_dataset, read_csv
-from dlrun.errors import DataError
-from dlrun.metrics import score
-from dlrun.preprocess import Preprocessor
-from dlrun.runner import train
+from dlrun.config.schema import DataConfig, PreprocessConfig, validate_config
+from dlrun.data.load import load_dataset, read_csv
+from dlrun.core.errors import DataError
+from dlrun.metrics.score import score
+from dlrun.data.preprocess import Preprocessor
+from dlrun.run.runner import train
 
 from conftest import FAST, make_regression_frame, merge
 

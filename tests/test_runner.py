@@ -10,9 +10,9 @@ import torch
 import yaml
 
 import dlrun
-from dlrun.config import load_config, validate_config
-from dlrun.errors import ConfigError, DataError, DlrunError
-from dlrun.callbacks import Callback
+from dlrun.config.schema import load_config, validate_config
+from dlrun.core.errors import ConfigError, DataError, DlrunError
+from dlrun.training.callbacks import Callback
 
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from dlrun.cli import app
-from dlrun.config import load_config
-from dlrun.errors import ConfigError
-from dlrun.sanity import best_possible, check
+from dlrun.cli.commands import app
+from dlrun.config.schema import load_config
+from dlrun.core.errors import ConfigError
+from dlrun.probe.check import best_possible, check
 
 from conftest import CONFIGS, make_classification_frame, run_cli_many
 

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from dlrun.config import load_config
-from dlrun.errors import ConfigError
-from dlrun.runner import resume
-from dlrun.sweep import sweep
-from dlrun.sweep_report import summarise
-from dlrun.sweep_study import open_storage, sqlite_url
+from dlrun.config.schema import load_config
+from dlrun.core.errors import ConfigError
+from dlrun.run.runner import resume
+from dlrun.sweeps.driver import sweep
+from dlrun.sweeps.summary import summarise
+from dlrun.sweeps.study import open_storage, sqlite_url
 
 from conftest import InterruptAfter, make_regression_frame, run_cli, run_cli_many, write_config
 

@@ -6,11 +6,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from dlrun.config import Config, validate_config
-from dlrun.errors import ConfigError
-from dlrun.sweep import distributions, make_sampler
-from dlrun.sweep_space import Dimension, SearchConfig, key_problem
-from dlrun.sweep_study import counted, next_step
+from dlrun.config.schema import Config, validate_config
+from dlrun.core.errors import ConfigError
+from dlrun.sweeps.driver import distributions, make_sampler
+from dlrun.config.search import Dimension, SearchConfig, key_problem
+from dlrun.sweeps.study import counted, next_step
 
 from conftest import FAST, merge
 

@@ -10,15 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlrun.callbacks import EarlyStopping
-from dlrun.config import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, validate_config
-from dlrun.inference import to_split
-from dlrun.model import build_model
-from dlrun.preprocess import Preprocessor
-from dlrun.callbacks import Callback
-from dlrun.losses import Criterion, balanced_class_weights
-from dlrun.schedule import LRSchedule
-from dlrun.trainer import fit, make_optimizer
+from dlrun.training.callbacks import EarlyStopping
+from dlrun.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, validate_config
+from dlrun.data.tensors import to_split
+from dlrun.model.mlp import build_model
+from dlrun.data.preprocess import Preprocessor
+from dlrun.training.callbacks import Callback
+from dlrun.training.losses import Criterion, balanced_class_weights
+from dlrun.training.schedule import LRSchedule
+from dlrun.training.loop import fit
+from dlrun.training.step import make_optimizer
 
 from conftest import FAST, merge
 
@@ -365,12 +366,12 @@ def test_explicit_mode_max_on_a_loss_keeps_the_worst_epoch():
 
 def test_forward_split_in_chunks_equals_one_pass(monkeypatch):
     """Scoring a split runs in chunks of EVAL_CHUNK_ROWS rows (bounded memory) with the same outputs as one pass."""
-    import dlrun.trainer as trainer
+    import dlrun.model.forward as forward
 
     cfg, prep, model, train, _ = setup(random_frame(50, 0), random_frame(10, 1), targets=("y", "z"))
-    whole = trainer.forward_split(model, train.X)
-    monkeypatch.setattr(trainer, "EVAL_CHUNK_ROWS", 7)
-    chunked = trainer.forward_split(model, train.X)
+    whole = forward.forward_split(model, train.X)
+    monkeypatch.setattr(forward, "EVAL_CHUNK_ROWS", 7)
+    chunked = forward.forward_split(model, train.X)
     assert model.training  # the train/eval mode is restored
     for target in ("y", "z"):
         assert chunked[target].shape == whole[target].shape == (50, prep.output_sizes()[target])

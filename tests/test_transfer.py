@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.config import validate_config
-from dlrun.errors import ConfigError
-from dlrun.model import build_model
-from dlrun.config import ModelConfig
-from dlrun.runner import train
-from dlrun.transfer import freeze, load_matching_weights
-from dlrun.trainer import make_optimizer
+from dlrun.config.schema import validate_config
+from dlrun.core.errors import ConfigError
+from dlrun.model.mlp import build_model
+from dlrun.config.schema import ModelConfig
+from dlrun.run.runner import train
+from dlrun.training.transfer import freeze, load_matching_weights
+from dlrun.training.step import make_optimizer
 
 from conftest import FAST, merge
 

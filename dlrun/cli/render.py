@@ -1,0 +1,84 @@
+"""What the commands print: tables and lines on stderr, user text escaped so it is never rich markup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from dlrun.metrics.names import format_value as _fmt, metric_label
+
+stderr = Console(stderr=True)
+
+
+def warn_if_unfinished(run: Path, status: str | None, epoch: int | None) -> None:
+    """An interrupted or failed run still has a valid best.pt, but its scores are not those of the finished run."""
+    if status not in (None, "completed"):
+        stderr.print(f"warning: {run} did not complete (status: {status}); scoring its best checkpoint so far "
+                     f"(epoch {epoch})", markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_table(summary: dict, units: dict[str, str]) -> Table:
+    """The data as `train` sees it: rows per split, features before and after encoding, each target's balance or range.
+    Column and class names are escaped: a name like [x] is data, not rich markup."""
+    from dlrun.run.report import summary_rows
+
+    table = Table("data", "value", title="data summary")
+    for name, value in summary_rows(summary, units):
+        table.add_row(escape(name), escape(value))
+    return table
+
+
+def metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict[str, str]) -> list[Table]:
+    """One table per target: a row per metric, a column per split; errors in the target's units."""
+    tables = []
+    targets = list(dict.fromkeys(t for per_target in metrics.values() for t in per_target))
+    for target in targets:
+        table = Table("metric", *metrics, title=f"target: {target}")
+        names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
+        for name in names:
+            table.add_row(metric_label(name, target, units), *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+        tables.append(table)
+    return tables
+
+
+def print_trial(result) -> None:
+    """One line per finished trial (called in every worker process)."""
+    params = params_text(result.params)
+    value = "" if result.value is None else f" -> {_fmt(result.value)}"
+    note = f" ({result.note})" if result.note else ""
+    stderr.print(escape(f"trial {result.number} {result.state}{value} in {result.seconds:.1f}s: {params}{note}"),
+                 highlight=False, soft_wrap=True)
+
+
+def params_text(params: dict) -> str:
+    """A trial's sampled values as `key=value, ...`, floats as in the tables."""
+    return ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in params.items())
+
+
+def print_sweep(summary) -> None:
+    states = ", ".join(f"{n} {state}" for state, n in summary.states.items() if n)
+    stderr.print(f"study {escape(summary.study)}: {states or 'no trials'} of {summary.budget}; objective "
+                 f"{summary.objective} ({summary.direction})", highlight=False, soft_wrap=True)
+    shown = summary.trials.head(10)
+    if not shown.empty:
+        columns = [c for c in shown.columns if c not in ("run_dir", "note")]
+        table = Table(*columns, title="trials (best first)")
+        for row in shown[columns].itertuples(index=False):
+            table.add_row(*(escape(_fmt(v) if isinstance(v, float) else str(v)) for v in row))
+        stderr.print(table)
+    best = summary.best
+    if best is not None:
+        stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params_text(best['params'])}"),
+                     highlight=False, soft_wrap=True)
+        scores = {"val": best["val"] or {}, **({"test (once)": best["test"]} if best["test"] else {})}
+        for table in metrics_tables(scores, best["units"]):
+            stderr.print(table)
+    for note in summary.notes:
+        stderr.print(escape(f"note: {note}"), highlight=False, soft_wrap=True)
+    if not summary.complete:
+        stderr.print("the study is not complete: run the same command again to continue it", highlight=False)
+    for path in summary.files:
+        stderr.print(escape(str(path)), highlight=False)

@@ -1,0 +1,253 @@
+"""Stage 2, frame -> arrays: impute, encode and scale, fitted on the training split only.
+
+The fitted state is plain JSON (`to_dict` / `from_dict`), so a run directory never needs pickle to be reopened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dlrun.config.schema import PreprocessConfig
+from dlrun.core.errors import DataError, RunError
+
+MISSING = "__missing__"
+STATE_VERSION = 1
+
+
+class Preprocessor:
+    """Fit/transform for features and targets, following scikit-learn's contract: fitted state ends in `_`."""
+
+    def __init__(self, cfg: PreprocessConfig, features: list[str], targets: list[str], tasks: dict[str, str]):
+        self.cfg = cfg
+        self.features = list(features)
+        self.targets = list(targets)
+        self.tasks = dict(tasks)
+
+    # ---- fitting -------------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> "Preprocessor":
+        self.numeric_: dict[str, dict[str, float]] = {}
+        self.categorical_: dict[str, dict[str, Any]] = {}
+        for column in self.features:
+            values = frame[column]
+            if _is_numeric(values):
+                self.numeric_[column] = self._fit_numeric(_finite_or_missing(values))
+            else:
+                self.categorical_[column] = self._fit_categorical(values)
+        self.targets_: dict[str, dict[str, Any]] = {}
+        for column in self.targets:
+            values = frame[column]
+            if self.tasks[column] == "classification":
+                self.targets_[column] = {"task": "classification", "classes": _sorted_classes(values)}
+            else:
+                y = values.astype(float).to_numpy()
+                std = float(y.std())
+                self.targets_[column] = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
+        return self
+
+    def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
+        present = values.dropna()
+        if present.empty:
+            fill = 0.0
+        else:
+            fill = float(present.median() if self.cfg.numeric_impute == "median" else present.mean())
+        filled = values.fillna(fill).to_numpy()
+        if self.cfg.scale == "standard":
+            center, spread = float(filled.mean()), float(filled.std())
+        elif self.cfg.scale == "minmax":
+            center, spread = float(filled.min()), float(filled.max() - filled.min())
+        else:
+            center, spread = 0.0, 1.0
+        return {"fill": fill, "center": center, "scale": spread if spread > 0 else 1.0, "n_missing": int(values.isna().sum())}
+
+    def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
+        keys = _category_keys(values)
+        if self.cfg.categorical_impute == "most_frequent":
+            counts = keys.dropna().value_counts()
+            fill = str(counts.index[0]) if len(counts) else MISSING
+        else:
+            fill = MISSING
+        counts = keys.fillna(fill).value_counts(sort=False)
+        # Most frequent first, ties broken by name, so the encoding does not depend on row order.
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        categories = [name for name, _ in ranked[: self.cfg.max_categories]]
+        return {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+
+    # ---- transforming --------------------------------------------------------------------------
+    @property
+    def feature_names_(self) -> list[str]:
+        names = list(self.numeric_)
+        for column, state in self.categorical_.items():
+            names.extend(f"{column}={category}" for category in state["categories"])
+        return names
+
+    def transform_features(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n_rows, n_features_out) float32; checks the rows against the fitted schema first."""
+        self.check_features(frame)
+        blocks = []
+        if self.numeric_:
+            numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
+            for j, (column, state) in enumerate(self.numeric_.items()):
+                values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
+                numeric[:, j] = (values.to_numpy() - state["center"]) / state["scale"]
+            blocks.append(numeric)
+        for column, state in self.categorical_.items():
+            keys = _category_keys(frame[column]).fillna(state["fill"])
+            lookup = {category: i for i, category in enumerate(state["categories"])}
+            codes = keys.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+            onehot = np.zeros((len(frame), len(lookup)), dtype=np.float64)
+            known = codes >= 0  # an unseen category encodes as all zeros
+            onehot[np.flatnonzero(known), codes[known]] = 1.0
+            blocks.append(onehot)
+        return np.concatenate(blocks, axis=1).astype(np.float32)
+
+    def check_features(self, frame: pd.DataFrame) -> None:
+        missing = [column for column in self.features if column not in frame.columns]
+        if missing:
+            raise DataError(f"missing feature column(s): {', '.join(missing)}; the model needs {', '.join(self.features)}")
+        for column in self.numeric_:
+            values = frame[column]
+            if _is_numeric(values):
+                continue
+            present = values.dropna()
+            bad = present[pd.to_numeric(present, errors="coerce").isna()]
+            if len(bad):
+                raise DataError(
+                    f"column {column!r} must be numeric, but row {bad.index[0] + 1} holds {bad.iloc[0]!r} "
+                    f"({len(bad)} such value(s)); leave a cell empty to have it imputed"
+                )
+
+    def transform_targets(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Class targets as int64 indices (n_rows,); regression targets standardised float32 (n_rows,)."""
+        encoded = {}
+        for column, state in self.targets_.items():
+            if column not in frame.columns:
+                raise DataError(f"target column {column!r} is not in the data; columns are: {', '.join(map(str, frame.columns))}")
+            values = frame[column]
+            if values.isna().any():
+                raise DataError(f"target column {column!r} has {int(values.isna().sum())} empty value(s)")
+            if state["task"] == "classification":
+                # Compared as text: a CSV that holds only the classes 1 and 2 reads them as numbers even when
+                # training saw the text labels "1", "2" and "x".
+                lookup = {str(c): i for i, c in enumerate(state["classes"])}
+                keys = values.map(lambda v: str(_class_key(v)))
+                unknown = sorted(set(keys) - set(lookup), key=str)
+                if unknown:
+                    raise DataError(
+                        f"target {column!r} holds class(es) {unknown[:5]} the model never saw; known classes: {state['classes']}"
+                    )
+                encoded[column] = keys.map(lookup).to_numpy(dtype=np.int64)
+            else:
+                numeric = _finite_or_missing(pd.to_numeric(values, errors="coerce"))
+                if numeric.isna().any():
+                    row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
+                    raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
+                encoded[column] = ((numeric.to_numpy(dtype=float) - state["mean"]) / state["std"]).astype(np.float32)
+        return encoded
+
+    def inverse_regression(self, column: str, scaled: np.ndarray) -> np.ndarray:
+        state = self.targets_[column]
+        return scaled * state["std"] + state["mean"]
+
+    def classes(self, column: str) -> list:
+        return self.targets_[column]["classes"]
+
+    def output_sizes(self) -> dict[str, int]:
+        """Width of each head: one logit per class, one value per regression target."""
+        return {c: len(s["classes"]) if s["task"] == "classification" else 1 for c, s in self.targets_.items()}
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "config": self.cfg.model_dump(),
+            "features": self.features,
+            "targets": self.targets,
+            "tasks": self.tasks,
+            "numeric": self.numeric_,
+            "categorical": self.categorical_,
+            "target_state": self.targets_,
+            "feature_names": self.feature_names_,
+        }
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> "Preprocessor":
+        try:
+            if state["version"] != STATE_VERSION:
+                raise RunError(f"preprocess.json has version {state['version']}; this dlrun reads version {STATE_VERSION}")
+            fitted = cls(PreprocessConfig(**state["config"]), state["features"], state["targets"], state["tasks"])
+            fitted.numeric_ = state["numeric"]
+            fitted.categorical_ = state["categorical"]
+            fitted.targets_ = state["target_state"]
+            _check_state(fitted)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None
+        return fitted
+
+
+def _check_state(fitted: Preprocessor) -> None:
+    """Every fitted entry has the fields and types transform needs; raises ValueError naming the first that does not."""
+    def number(value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+
+    if set(fitted.numeric_) | set(fitted.categorical_) != set(fitted.features):
+        raise ValueError("numeric and categorical entries do not cover the features")
+    for column, state in fitted.numeric_.items():
+        for key in ("fill", "center", "scale"):
+            number(state[key], f"numeric.{column}.{key}")
+    for column, state in fitted.categorical_.items():
+        if not isinstance(state["categories"], list) or not all(isinstance(c, str) for c in state["categories"]):
+            raise ValueError(f"categorical.{column}.categories must be a list of strings")
+        if not isinstance(state["fill"], str):
+            raise ValueError(f"categorical.{column}.fill must be a string")
+    if set(fitted.targets_) != set(fitted.targets):
+        raise ValueError("target_state does not match targets")
+    for column, state in fitted.targets_.items():
+        if state["task"] == "classification":
+            if not isinstance(state["classes"], list) or len(state["classes"]) < 2:
+                raise ValueError(f"target_state.{column}.classes must list at least 2 classes")
+        elif state["task"] == "regression":
+            number(state["mean"], f"target_state.{column}.mean")
+            number(state["std"], f"target_state.{column}.std")
+        else:
+            raise ValueError(f"target_state.{column}.task must be classification or regression")
+
+
+def _is_numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def _finite_or_missing(values: pd.Series) -> pd.Series:
+    """float64 with +-inf as missing: an overflowed cell is imputed like an empty one instead of poisoning the scaling."""
+    numbers = values.astype(float)
+    return numbers.where(np.isfinite(numbers), np.nan)
+
+
+def _category_keys(values: pd.Series) -> pd.Series:
+    """Categories as stripped strings; missing stays missing. pandas 3 reads text as `str` dtype, older as object.
+
+    A column that arrives as numbers (a predict file holding only the categories 1 and 2) is spelled as training
+    saw it in text: 1, not 1.0."""
+    if _is_numeric(values):  # built as a list: pandas would turn the ints back into floats beside a NaN
+        values = pd.Series([v if pd.isna(v) else str(_class_key(v)) for v in values], index=values.index, dtype=object)
+    keys = values.astype("string").str.strip()
+    return keys.astype(object).where(keys.notna(), np.nan)
+
+
+def _class_key(value: Any) -> Any:
+    """One spelling per class, so 1, 1.0 and np.int64(1) are the same label and labels stay JSON-native."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    return str(value).strip()
+
+
+def _sorted_classes(values: pd.Series) -> list:
+    keys = {_class_key(v) for v in values.dropna()}
+    return sorted(keys, key=lambda k: (isinstance(k, str), k if not isinstance(k, str) else 0, str(k)))

@@ -1,0 +1,150 @@
+"""The run directory: its layout, run.json, checkpoints, and reopening a finished run."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dlrun.config.schema import Config, validate_config
+from dlrun.model.device import resolve_device
+from dlrun.core.errors import RunError
+from dlrun.core.io import read_json, write_json, write_text
+from dlrun.model.mlp import MLP, build_model
+from dlrun.data.preprocess import Preprocessor
+from dlrun.training.checkpoint import load_checkpoint, load_weights
+
+
+def create_run_dir(runs_dir: Path, name: str) -> Path:
+    """runs/<YYYYmmdd-HHMMSS>-<name>[-N]: mkdir is atomic, so two runs in one second get distinct names."""
+    runs_dir = Path(runs_dir)
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, 10_000):
+            run_dir = runs_dir / (stem if attempt == 1 else f"{stem}-{attempt}")
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                continue
+            (run_dir / "checkpoints").mkdir()
+            return run_dir
+    except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system (/proc), a full disk
+        raise RunError(f"--runs-dir {runs_dir} is not a writable directory ({exc.strerror or exc})") from None
+    raise RunError(f"could not create a new run directory under {runs_dir}")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the git commit of the working directory, for reproducing a run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from dlrun import __version__
+
+    versions = {"python": platform.python_version(), "dlrun": __version__}
+    for package in ("torch", "numpy", "pandas", "torchmetrics", "pydantic"):
+        try:  # read from package metadata: importing a library just for its version would slow every run
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {"versions": versions, "git_commit": _git_commit()}
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class FittedRun:
+    """A finished run reopened for scoring or serving: its config, preprocessing and best model."""
+
+    run_dir: Path
+    cfg: Config
+    prep: Preprocessor
+    model: MLP
+    device: torch.device
+    run_status: str | None  # run.json's: completed, running (or killed), "failed: <reason>"; None without a run.json
+    checkpoint_epoch: int | None  # the epoch best.pt was saved at
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A run directory's resolved config and fitted preprocessing."""
+
+    cfg: Config
+    prep: Preprocessor
+
+
+def open_run_files(run_dir: Path) -> SavedRun:
+    """Load and check config.yaml and preprocess.json; raises RunError naming what is wrong."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory not found: {run_dir}")
+    for required in ("config.yaml", "preprocess.json"):
+        if not (run_dir / required).is_file():
+            raise RunError(f"{run_dir} is not a dlrun run: {required} is missing")
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        prep_state = read_json(run_dir / "preprocess.json")
+    except (yaml.YAMLError, ValueError) as exc:
+        raise RunError(f"{run_dir} has a damaged config.yaml or preprocess.json ({exc})") from None
+    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / "config.yaml"))
+    return SavedRun(cfg, Preprocessor.from_dict(prep_state))
+
+
+def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
+    """Load config.yaml, preprocess.json and checkpoints/best.pt; raises RunError naming what is wrong."""
+    run_dir = Path(run_dir)
+    saved = open_run_files(run_dir)
+    if not (run_dir / "checkpoints" / "best.pt").is_file():
+        raise RunError(f"{run_dir} is not a finished dlrun run: checkpoints/best.pt is missing")
+    target_device = resolve_device(device or "cpu")
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt", target_device)
+    model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed)
+    load_weights(model, checkpoint["model"], run_dir / "checkpoints" / "best.pt")
+    model.to(target_device).eval()
+    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device, run_status(read_run_info(run_dir)),
+                     checkpoint.get("epoch"))
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json as a dict ({} when there is none); raises RunError when it is not a JSON object."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        info = read_json(path)
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"{path} is damaged ({exc})") from None
+    if not isinstance(info, dict):
+        raise RunError(f"{path} is damaged: it holds a {type(info).__name__}, not an object of run facts")
+    return info
+
+
+def run_status(info: dict[str, Any]) -> str | None:
+    """run.json's status, with the reason a failed run gives: "failed: interrupted"."""
+    status = info.get("status")
+    if status is None:
+        return None
+    return f"{status}: {info['error']}" if status == "failed" and info.get("error") else str(status)
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / "run.json", info)
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    write_text(Path(run_dir) / "config.yaml", cfg.to_yaml())

@@ -1,0 +1,267 @@
+"""`train(cfg)`: the whole pipeline, config -> run directory. The CLI's `dlrun train` is a thin shell over this."""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+import torch
+import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
+# it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
+from torch import nn
+
+from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_run_info, write_config, write_run_info
+from dlrun.training.checkpoint import load_checkpoint, load_weights
+from dlrun.training.augment import onehot_blocks, oversample, smote_target
+from dlrun.training.callbacks import Callback, Checkpoints, MetricsLog
+from dlrun.config.schema import Config
+from dlrun.data.load import SPLITS, Dataset, load_dataset, resolve_units
+from dlrun.model.device import choose_threads, resolve_device, seeded_threads
+from dlrun.training.diagnostics import Diagnostics
+from dlrun.core.errors import ConfigError, RunError
+from dlrun.training.fast_step import unsupported
+from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
+from dlrun.data.tensors import to_split
+from dlrun.core.io import write_csv, write_json
+from dlrun.training.losses import Criterion
+from dlrun.metrics.score import epoch_columns, score
+from dlrun.model.mlp import build_model
+from dlrun.data.preprocess import Preprocessor
+from dlrun.run.report import publish
+from dlrun.data.tensors import Split
+from dlrun.training.loop import fit
+from dlrun.model.forward import forward_split
+from dlrun.training.transfer import freeze, prepare_for_finetuning
+
+# What trainer.restore reads from last.pt beyond the weights: a resume needs every one of them.
+RESUME_STATE = ("epoch", "best_value", "best_epoch", "optimizer", "history", "rng", "callbacks")
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a finished training run left behind, for a notebook or the CLI's summary."""
+
+    run_dir: Path
+    cfg: Config  # resolved: inferred targets, tasks and units written in
+    metrics: dict[str, dict[str, dict[str, float]]]  # {split: {target: {metric: value}}}
+    best_epoch: int
+    epochs_run: int
+    monitor: str
+    stop_reason: str
+    data_summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
+    warnings: list[str] = field(default_factory=list)  # training-health warnings, plots or report that failed
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a run needs before it has a directory: checked data, fitted preprocessing, tensors, a model."""
+
+    cfg: Config  # resolved
+    device: torch.device
+    dataset: Dataset
+    prep: Preprocessor
+    splits: dict[str, Split]
+    model: nn.Module
+    summary: dict[str, Any]
+
+
+def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
+    """config -> checked rows -> fitted preprocessor -> tensors on the device -> model. Raises DlrunError on bad input.
+
+    With `prep` (a saved run's), its tasks and fitted state are reused instead of inferred and fitted again.
+    """
+    device = resolve_device(cfg.device)
+    dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks if prep else None)
+    cfg = resolve(cfg, dataset)
+    check_against_tasks(cfg, dataset.tasks)
+    if prep is None:
+        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+    with out_of_memory_explained(cfg, device):
+        train, n_synthetic = _train_split(cfg, dataset, prep, device)
+        splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
+        model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
+    return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
+
+
+def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torch.device) -> tuple[Split, int]:
+    """The training rows as tensors and how many synthetic rows augment.smote added to them (0 when it is off).
+
+    Only the training split is oversampled: validation and test keep the class balance the data really has.
+    """
+    rows = dataset.part("train")
+    if not cfg.augment.smote:
+        return to_split(prep, rows, device), 0
+    target = smote_target(dataset.tasks)
+    X, y = prep.transform_features(rows), prep.transform_targets(rows)[target]
+    X_over, y_over = oversample(X, y, cfg.augment.smote_k, cfg.seed, prep.classes(target), onehot_blocks(prep))
+    return Split(torch.from_numpy(X_over).to(device), {target: torch.from_numpy(y_over).to(device)}), len(y_over) - len(y)
+
+
+def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True) -> Run:
+    """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
+
+    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it)."""
+    started = time.perf_counter()
+    ready = prepare(cfg)
+    notes = prepare_for_finetuning(ready.model, ready.cfg.train)
+    # Everything that can be wrong with the input has been checked: only now does a run directory appear.
+    run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
+    info = {"status": "running", "started": now(), "ended": None, "name": ready.cfg.name,
+            "data_source": ready.cfg.data.dataset or ready.cfg.data.path, "seed": ready.cfg.seed, "device": str(ready.device),
+            **environment(), "data": ready.summary, "notes": notes, "score_test": score_test,
+            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
+    write_config(run_dir, ready.cfg)
+    write_json(run_dir / "preprocess.json", ready.prep.to_dict())
+    return _execute(ready, run_dir, info, callbacks, resume=None, score_test=score_test)
+
+
+def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
+    """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped."""
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info.get("status") == "completed":
+        raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
+    for required in ("config.yaml", "preprocess.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        if not (run_dir / required).is_file():
+            raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it interrupted before its first epoch ended?)")
+    started = time.perf_counter()
+    saved = open_run_files(run_dir)
+    ready = prepare(saved.cfg, saved.prep)
+    freeze(ready.model, ready.cfg.train.freeze)
+    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
+    checkpoint = load_checkpoint(last, ready.device)
+    missing = [key for key in RESUME_STATE if key not in checkpoint]
+    if missing:
+        raise RunError(f"{last} holds no training state to resume from (no {', '.join(missing)})")
+    checkpoint["best_model"] = load_checkpoint(best, ready.device)["model"]
+    load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
+    load_weights(ready.model, checkpoint["model"], last)
+    resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
+    info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed,
+            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
+    # A run started without scoring the test split (a sweep's trial) resumes without it too.
+    return _execute(ready, run_dir, info, callbacks, resume=checkpoint, score_test=info.get("score_test", True))
+
+
+def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],
+             resume: dict[str, Any] | None, score_test: bool = True) -> Run:
+    """Train inside an existing run directory, keeping run.json's status true whatever happens."""
+    cfg, device = ready.cfg, ready.device
+    threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
+    slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
+    info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
+    write_run_info(run_dir, info)
+    rows = ready.splits["train"]
+    diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y))
+    # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
+    loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), diagnostics, Checkpoints(run_dir / "checkpoints")]
+    try:
+        with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
+            started = time.perf_counter()
+            state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                        [*loop_callbacks, *callbacks], resume=resume)
+            trained = time.perf_counter()
+            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, score_test)
+            # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
+            seconds = {**info["seconds"], "train": round(trained - started, 3),
+                       "evaluate_and_write": round(time.perf_counter() - trained, 3)}
+    except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
+        raise
+    stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
+    info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds}
+    write_run_info(run_dir, info)
+    # plots and report.html; never raises, a failure there is one more warning
+    published = time.perf_counter()
+    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
+    seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
+    write_run_info(run_dir, {**info, "warnings": warnings, "seconds": seconds})
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
+               info.get("notes", []), warnings)
+
+
+@contextmanager
+def out_of_memory_explained(cfg: Config, device: torch.device) -> Iterator[None]:
+    """Running out of CPU or GPU memory becomes a ConfigError that says what to shrink."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError (CUDA) is a RuntimeError
+        # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not re.search(
+                r"out of memory|allocate memory", str(exc)):
+            raise
+        memory = "GPU" if device.type == "cuda" else "CPU"
+        raise ConfigError(f"ran out of {memory} memory with model.hidden {cfg.model.hidden} and data.batch_size "
+                          f"{cfg.data.batch_size}; use a smaller model or batch") from None
+
+
+def resolve(cfg: Config, dataset: Dataset) -> Config:
+    """The config with inferred targets and tasks written in, so config.yaml alone rebuilds the run."""
+    target = dataset.targets[0] if len(dataset.targets) == 1 else list(dataset.targets)
+    units = {t: u for t, u in resolve_units(cfg.data).items() if t in dataset.targets}
+    # An absolute path lets `dlrun eval` find the CSV from any working directory.
+    path = str(Path(cfg.data.path).resolve()) if cfg.data.path else None
+    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units, "path": path})
+    return cfg.model_copy(update={"data": data})
+
+
+def check_against_tasks(cfg: Config, tasks: dict[str, str]) -> None:
+    """Settings that only make sense for some targets, checked once the tasks are known (before any run directory)."""
+    stopping = cfg.train.early_stopping
+    allowed = epoch_columns(tasks)
+    if stopping and stopping.metric not in allowed:
+        raise ConfigError(f"train.early_stopping.metric: {stopping.metric!r} is not recorded; allowed: {', '.join(allowed)}")
+    if "classification" not in tasks.values():
+        for key, value, default in (("label_smoothing", cfg.train.label_smoothing, 0.0), ("class_weights", cfg.train.class_weights, "none")):
+            if value != default:
+                raise ConfigError(f"train.{key}: {value!r} applies to classification targets, but every target here is regression")
+
+
+def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
+    """Rows per split, encoded feature count, class balance or target range, and imputed values."""
+    train = dataset.part("train")
+    targets = {}
+    for target, task in dataset.tasks.items():
+        if task == "classification":
+            targets[target] = {"task": task, "class_counts": {str(k): int(v) for k, v in train[target].value_counts().items()}}
+        else:
+            values = pd.to_numeric(train[target])
+            targets[target] = {"task": task, "min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
+    missing = {c: s["n_missing"] for c, s in {**prep.numeric_, **prep.categorical_}.items() if s["n_missing"]}
+    return {
+        "rows": {name: int((dataset.split == name).sum()) for name in SPLITS},
+        "rows_dropped_missing_target": dataset.n_dropped_missing_target,
+        "features_in": len(dataset.features),
+        # drop-listed columns, the split column, and text identifiers (a different value in every row)
+        "unused_columns": [c for c in dataset.frame.columns if c not in dataset.features and c not in dataset.targets],
+        "features_encoded": len(prep.feature_names_),
+        "numeric_features": list(prep.numeric_),
+        "categorical_features": list(prep.categorical_),
+        "targets": targets,
+        "missing_imputed_in_train": missing,
+    }
+
+
+def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits, score_test: bool = True) -> dict:
+    """metrics.json for every split, confusion_<target>.csv and predictions.csv for the test split."""
+    scored = SPLITS if score_test else [name for name in SPLITS if name != "test"]
+    outputs = {name: forward_split(model, splits[name].X) for name in scored}
+    metrics = {name: score(outputs[name], splits[name].y, prep) for name in scored}
+    write_json(run_dir / "metrics.json", metrics)
+    if not score_test:
+        return metrics
+    test = splits["test"]
+    for target in prep.targets:
+        if prep.targets_[target]["task"] == "classification":
+            write_csv(run_dir / f"confusion_{target}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
+    rows = dataset.part("test")[dataset.features + dataset.targets]
+    write_csv(run_dir / "predictions.csv", with_predictions(rows, prediction_frame(prep, outputs["test"])))
+    return metrics

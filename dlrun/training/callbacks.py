@@ -1,0 +1,127 @@
+"""The training loop's extension points (TrainState, Callback) and the callbacks: early stopping, files, progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from dlrun.training.checkpoint import save_checkpoint
+from dlrun.core.io import flush_to_disk, write_csv
+
+@dataclass
+class TrainState:
+    """What callbacks may read (and `stop` they may set) at each hook."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    monitor: str
+    maximise: bool
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    improved: bool = False
+    stop: bool = False
+    stop_reason: str = ""
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # saved in last.pt, for exact resumption
+    callbacks: list["Callback"] = field(default_factory=list)
+
+
+class Callback:
+    """Hooks into `fit`; each does nothing unless overridden."""
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue exactly; plain values and tensors only (loaded with weights_only)."""
+        return {}
+
+    def load_state_dict(self, saved: dict) -> None: ...
+
+
+
+class EarlyStopping(Callback):
+    """Stop once the monitored metric has not improved for `patience` epochs."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        if state.epoch - state.best_epoch >= self.patience:
+            state.stop = True
+            state.stop_reason = (
+                f"early stopping: {state.monitor} has not improved for {self.patience} epochs (best epoch {state.best_epoch})"
+            )
+
+
+class MetricsLog(Callback):
+    """Rewrite metrics.csv (one row per epoch) after every epoch, so an interrupted run keeps its history."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        write_csv(self.path, pd.DataFrame(state.history), durable=False)
+
+
+class Checkpoints(Callback):
+    """checkpoints/last.pt every epoch (with optimizer state, for resuming) and best.pt when the monitor improves."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        save_checkpoint(self.directory / "last.pt", state, include_optimizer=True, durable=False)
+        if state.improved:
+            save_checkpoint(self.directory / "best.pt", state, include_optimizer=False, durable=False)
+
+    def on_train_end(self, state: TrainState) -> None:
+        # The checkpoints a finished run is served from must survive a power cut, not only a crash.
+        for name in ("last.pt", "best.pt"):
+            flush_to_disk(self.directory / name)
+
+
+class RichProgress(Callback):
+    """A live progress bar on stderr with the latest losses and the monitored metric.
+
+    Use it as a context manager so the bar is closed even when training fails.
+    """
+
+    def __init__(self, total_epochs: int):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total_epochs, status="")
+
+    def __enter__(self) -> "RichProgress":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.progress.stop()
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.progress.start()  # only now: a run that fails its checks shows no empty bar
+
+    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
+        status = f"train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}"
+        if state.monitor not in ("val_loss", "train_loss"):
+            status += f"  {state.monitor} {row[state.monitor]:.4f}"
+        self.progress.update(self.task, completed=state.epoch, status=status)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.progress.update(self.task, total=state.epoch)

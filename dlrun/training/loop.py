@@ -1,0 +1,106 @@
+"""Stage 4: the training loop, readable top to bottom. Everything optional is a callback (see callbacks.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from dlrun.training.augment import batch_augment
+from dlrun.training.callbacks import Callback, EarlyStopping, TrainState
+from dlrun.config.schema import Config
+from dlrun.data.tensors import Split
+from dlrun.model.forward import forward_split
+from dlrun.training.checkpoint import restore
+from dlrun.training.step import make_step
+from dlrun.training.losses import Criterion
+from dlrun.metrics.names import flatten, is_maximised
+from dlrun.metrics.score import score
+from dlrun.data.preprocess import Preprocessor
+from dlrun.training.schedule import LRSchedule
+
+
+def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Config, device: torch.device,
+        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None) -> TrainState:
+    """Train `model` in place; returns the final state with the best epoch's weights loaded.
+
+    `resume` is a last.pt checkpoint (with `best_model` added from best.pt): training continues after its epoch
+    exactly as if it had never stopped. The model must already hold the checkpoint's weights.
+    """
+    stopping = cfg.train.early_stopping
+    monitor = stopping.metric if stopping else "val_loss"
+    maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
+    criterion = Criterion(prep, cfg.train, train.y)
+    step = make_step(model, cfg, criterion, device)  # re-points a fast step's parameters: before anything copies them
+    optimizer = step.optimizer
+    shuffler = torch.Generator().manual_seed(cfg.seed)
+    augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
+    batch_size, n_rows = cfg.data.batch_size, len(train)
+    if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
+        n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
+    # Rows in each batch, for the epoch's row-weighted mean loss; only the last batch may be short.
+    batch_rows = torch.tensor([min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)],
+                              dtype=torch.float32, device=device)
+
+    callbacks = [LRSchedule(cfg.scheduler, cfg.train.epochs)] + ([EarlyStopping(stopping.patience)] if stopping else []) + list(callbacks)
+    generators = {"shuffle": shuffler, **({"augment": augment.generator} if augment is not None else {})}
+    state = TrainState(model, optimizer, monitor, maximise, generators=generators, callbacks=callbacks)
+    if resume is not None:
+        restore(state, resume)
+
+    for callback in callbacks:
+        callback.on_train_begin(state)
+    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        started = time.perf_counter()
+        state.epoch = epoch
+        for callback in callbacks:
+            callback.on_epoch_begin(state)
+        model.train()
+        # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
+        order = torch.randperm(len(train), generator=shuffler)[:n_rows].to(device) if cfg.data.shuffle else None
+        X = train.X[order] if order is not None else train.X
+        y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
+        batch_losses = []  # kept on the device and combined once: no host sync per batch
+        for start in range(0, n_rows, batch_size):
+            X_batch = X[start : start + batch_size]  # (B, n_features)
+            if augment is not None:  # training batches only: validation below is scored on clean rows
+                X_batch = augment(X_batch)
+            y_batch = {t: v[start : start + batch_size] for t, v in y.items()}
+            batch_losses.append(step(X_batch, y_batch))
+
+        val_outputs = forward_split(model, val.X)
+        row = {
+            "epoch": epoch,
+            "train_loss": float(torch.stack(batch_losses) @ batch_rows / n_rows),
+            "val_loss": float(criterion(val_outputs, val.y)),
+            **flatten(score(val_outputs, val.y, prep), "val"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        state.history.append(row)
+        _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
+        for callback in callbacks:
+            callback.on_epoch_end(state, row)
+        if state.stop:
+            break
+
+    model.load_state_dict(state.best_state)
+    for callback in callbacks:
+        callback.on_train_end(state)
+    return state
+
+
+def _track_best(state: TrainState, row: dict[str, Any], min_delta: float, keep_last: bool) -> None:
+    """Remember the best epoch's weights; without early stopping the latest epoch is the one kept."""
+    value = row[state.monitor]
+    if state.best_value is None or keep_last:
+        state.improved = True
+    elif state.maximise:
+        state.improved = value > state.best_value + min_delta
+    else:
+        state.improved = value < state.best_value - min_delta
+    if state.improved:
+        state.best_value, state.best_epoch = value, state.epoch
+        state.best_state = {name: tensor.detach().clone() for name, tensor in state.model.state_dict().items()}
