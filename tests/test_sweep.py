@@ -228,3 +228,18 @@ def test_a_machine_without_the_best_trials_run_directory_reports_it_from_the_stu
     assert summary.best["val"] == here.best["val"] and summary.best["test"] == here.best["test"]
     rebuilt, trained = load_config(elsewhere / "best_config.yaml"), load_config(here.sweep_dir / "best_config.yaml")
     assert rebuilt.optimizer == trained.optimizer and rebuilt.model == trained.model and rebuilt.search is None
+
+
+def test_a_workers_user_error_is_raised_in_the_parent_not_exited_on():
+    """A worker process reports a DlrunError back instead of calling SystemExit: the CLI owns exit codes."""
+    import queue
+
+    from dlrun.core.errors import ConfigError
+    from dlrun.sweeps.driver import SweepPlan, _raise_worker_error, _work_in_process
+
+    errors = queue.Queue()
+    plan = SweepPlan(**{**{f: "" for f in SweepPlan.__dataclass_fields__}, "config_yaml": "optimizer: {lr: -1}\n"})
+    _work_in_process(plan, (), None, errors)  # returns: no SystemExit from library code
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        _raise_worker_error(errors)
+    _raise_worker_error(errors)  # nothing queued: nothing raised

@@ -250,14 +250,16 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
     return finish(state, reporter.value, run.run_dir, run.stop_reason if reporter.pruned else "")
 
 
-def _work_in_process(plan: SweepPlan, callbacks: Sequence[Callback], report: Callable[[TrialResult], None] | None) -> None:
-    """A worker process's entry point: a user's error ends it with the message and exit status 2."""
+def _work_in_process(plan: SweepPlan, callbacks: Sequence[Callback], report: Callable[[TrialResult], None] | None,
+                     errors: Any) -> None:
+    """A worker process's entry point: a user's error goes back to the parent (`errors`, a queue), which raises it, so
+    exit codes stay with the CLI. Ctrl-C reaches the parent too, which re-raises it; the worker just stops."""
     try:
         work(plan, callbacks, report)
     except DlrunError as exc:
-        raise SystemExit(f"Error: {exc}") from None  # exit status 1 with the message; the parent reports it
+        errors.put(f"{type(exc).__name__}:{exc}")
     except KeyboardInterrupt:
-        raise SystemExit(130) from None
+        pass
 
 
 def sweep(cfg: Config, runs_dir: Path | str = "runs", workers: int = 1, storage: str | None = None,
@@ -283,7 +285,8 @@ def _run_workers(plan: SweepPlan, workers: int, callbacks: Sequence[Callback],
                  report: Callable[[TrialResult], None] | None) -> list[str]:
     """Start the worker processes and wait for them; the trial of one that dies is re-queued at once."""
     context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools into the children
-    processes = [context.Process(target=_work_in_process, args=(plan, callbacks, report), name=f"dlrun-sweep-worker-{n}")
+    errors = context.Queue()
+    processes = [context.Process(target=_work_in_process, args=(plan, callbacks, report, errors), name=f"dlrun-sweep-worker-{n}")
                  for n in range(workers)]
     for process in processes:
         process.start()
@@ -306,4 +309,19 @@ def _run_workers(plan: SweepPlan, workers: int, callbacks: Sequence[Callback],
         for process in running:
             process.join(timeout=30)  # the same Ctrl-C reached the workers: let them record their trials
         raise
+    _raise_worker_error(errors)
     return notes
+
+
+def _raise_worker_error(errors: Any) -> None:
+    """The first user error a worker met, raised here as it was raised there (every worker meets the same one)."""
+    import queue
+
+    from dlrun.core import errors as error_kinds
+
+    try:  # the workers have exited, so what they put is already in the pipe
+        kind, _, message = errors.get_nowait().partition(":")
+    except queue.Empty:
+        return
+    error = getattr(error_kinds, kind, DlrunError)
+    raise (error if isinstance(error, type) and issubclass(error, DlrunError) else DlrunError)(message)
