@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dlrun.config.walk import keys, section_at
+
 
 def describe_validation_errors(exc: ValidationError, root: type[BaseModel]) -> list[str]:
     """One line per rejected key of a `root` model, e.g. "optimizer.lrr: unknown key; did you mean 'lr'?"."""
@@ -64,25 +66,10 @@ def _is_union_tag(part: str | int) -> bool:
 
 
 def _nearest_key(loc: list[str], root: type[BaseModel]) -> str:
-    section = root
-    for key in loc[:-1]:
-        field = section.model_fields.get(key)
-        annotation = getattr(field, "annotation", None)
-        nested = model_in(annotation)
-        if nested is None:
-            return ""
-        section = nested
-    allowed = list(section.model_fields)
+    section = section_at(root, loc[:-1])
+    if section is None:
+        return ""
+    allowed = [found.name for found in keys(section)]
     close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.5)
     suggestion = f"; did you mean {close[0]!r}?" if close else ""
     return f"{suggestion}; allowed keys: {', '.join(allowed)}"
-
-
-def model_in(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = model_in(arg)
-        if found is not None:
-            return found
-    return None

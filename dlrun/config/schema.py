@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from dlrun.config.messages import describe_validation_errors, model_in
+from dlrun.config.messages import describe_validation_errors
+from dlrun.config.walk import keys
 from dlrun.core.errors import ConfigError
 from dlrun.config.search import SearchConfig
 
@@ -338,13 +339,11 @@ def set_key(raw: dict[str, Any], key_path: str, value: Any, source: str) -> None
 def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key path, default, description) for every field, nested sections flattened."""
     rows = []
-    for name, field in section.model_fields.items():
-        key = f"{prefix}{name}"
-        nested = model_in(field.annotation)
-        if nested is not None:
-            per_key = "dict[" in str(field.annotation)  # search.space holds one section per searched key
-            rows.extend(describe_schema(nested, prefix=f"{key}.<key>." if per_key else f"{key}."))
+    for found in keys(section):
+        path = f"{prefix}{found.name}"
+        if found.section is not None:  # search.space holds one section per searched key
+            rows.extend(describe_schema(found.section, prefix=f"{path}.<key>." if found.per_user_key else f"{path}."))
             continue
-        default = field.get_default(call_default_factory=True)
-        rows.append((key, "required" if field.is_required() else repr(default), field.description or ""))
+        default = found.field.get_default(call_default_factory=True)
+        rows.append((path, "required" if found.field.is_required() else repr(default), found.field.description or ""))
     return rows

@@ -112,25 +112,23 @@ class SearchConfig(_Section):
 
 def key_problem(key: str, root: type[BaseModel]) -> str | None:
     """Why `key` (a dotted path such as optimizer.lr) is not a value the config has, or None when it is."""
-    from dlrun.config.messages import model_in
+    from dlrun.config.walk import key as find_key, keys
 
     section: type[BaseModel] | None = root
     parts = key.split(".")
     for depth, part in enumerate(parts):
         if section is None:  # inside a mapping field (train.loss_weight.<target>): validating the config decides
             return None
-        field = section.model_fields.get(part)
+        found = find_key(section, part)
         where = ".".join(parts[: depth + 1])
-        if field is None or part == "search":
-            allowed = [name for name in section.model_fields if name != "search"]
+        if found is None or part == "search":
+            allowed = [k.name for k in keys(section) if k.name != "search"]
             close = difflib.get_close_matches(part, allowed, n=1, cutoff=0.5)
             hint = f"; did you mean {'.'.join([*parts[:depth], close[0]])!r}?" if close else ""
             return f"{where!r} is not a config key{hint}; allowed here: {', '.join(allowed)}"
-        nested = model_in(field.annotation)
-        if nested is not None and depth == len(parts) - 1:
-            return f"{where!r} is a section, not a value; search one of its keys ({', '.join(nested.model_fields)})"
-        mapping = "dict[" in str(field.annotation)  # e.g. train.loss_weight: its keys are targets, not schema
-        if nested is None and not mapping and depth < len(parts) - 1:
+        if found.section is not None and depth == len(parts) - 1:
+            return f"{where!r} is a section, not a value; search one of its keys ({', '.join(k.name for k in keys(found.section))})"
+        if found.section is None and not found.per_user_key and depth < len(parts) - 1:
             return f"{where!r} is a value, not a section"
-        section = nested
+        section = found.section
     return None
