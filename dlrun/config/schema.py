@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dlrun.config.messages import describe_validation_errors
-from dlrun.config.walk import keys
+from dlrun.config import walk
 from dlrun.core.errors import ConfigError
 from dlrun.config.search import SearchConfig
 
@@ -339,7 +339,7 @@ def set_key(raw: dict[str, Any], key_path: str, value: Any, source: str) -> None
 def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key path, default, description) for every field, nested sections flattened."""
     rows = []
-    for found in keys(section):
+    for found in walk.keys(section):
         path = f"{prefix}{found.name}"
         if found.section is not None:  # search.space holds one section per searched key
             rows.extend(describe_schema(found.section, prefix=f"{path}.<key>." if found.per_user_key else f"{path}."))
