@@ -67,7 +67,7 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     metrics = score(outputs, rows.y, run.prep)
     confusions = {
         target: confusion_frame(run.prep, target, outputs[target], rows.y[target]).to_dict(orient="list")
-        for target in run.prep.targets if run.prep.targets_[target]["task"] == "classification"
+        for target in run.prep.targets if run.prep.is_classification(target)
     }
     output = Path(output) if output else Path(run_dir) / "eval.json"
     with _writing(output):

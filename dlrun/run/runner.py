@@ -235,7 +235,6 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         else:
             values = pd.to_numeric(train[target])
             targets[target] = {"task": task, "min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
-    missing = {c: s["n_missing"] for c, s in {**prep.numeric_, **prep.categorical_}.items() if s["n_missing"]}
     return {
         "rows": {name: int((dataset.split == name).sum()) for name in SPLITS},
         "rows_dropped_missing_target": dataset.n_dropped_missing_target,
@@ -243,10 +242,10 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         # drop-listed columns, the split column, and text identifiers (a different value in every row)
         "unused_columns": [c for c in dataset.frame.columns if c not in dataset.features and c not in dataset.targets],
         "features_encoded": len(prep.feature_names_),
-        "numeric_features": list(prep.numeric_),
-        "categorical_features": list(prep.categorical_),
+        "numeric_features": prep.numeric_features,
+        "categorical_features": prep.categorical_features,
         "targets": targets,
-        "missing_imputed_in_train": missing,
+        "missing_imputed_in_train": prep.missing_in_train(),
     }
 
 
@@ -260,7 +259,7 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
         return metrics
     test = splits["test"]
     for target in prep.targets:
-        if prep.targets_[target]["task"] == "classification":
+        if prep.is_classification(target):
             write_csv(run_dir / f"confusion_{target}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
     rows = dataset.part("test")[dataset.features + dataset.targets]
     write_csv(run_dir / "predictions.csv", with_predictions(rows, prediction_frame(prep, outputs["test"])))

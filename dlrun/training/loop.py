@@ -36,7 +36,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     step = make_step(model, cfg, criterion, device)  # re-points a fast step's parameters: before anything copies them
     optimizer = step.optimizer
     shuffler = torch.Generator().manual_seed(cfg.seed)
-    augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
+    augment = batch_augment(cfg.augment, len(prep.numeric_features), cfg.seed, device)  # None when augmentation is off
     batch_size, n_rows = cfg.data.batch_size, len(train)
     if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
         n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
