@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun.run import layout
 from dlrun.run.directory import open_run
 from dlrun.config.schema import ModelConfig
 from dlrun.data.load import load_dataset
@@ -119,7 +120,7 @@ def explain_dropout(run_dir: Path | str, n_rows: int = 8, n_passes: int = 30, ou
     result_rows = [DropoutRow(int(i), str(frame[target].iloc[i]), float(eval_values[i]), float(passes[:, i].mean()),
                               float(passes[:, i].std()), float(passes[:, i].min()), float(passes[:, i].max()))
                    for i in range(len(frame))]
-    path = Path(output) if output else Path(run_dir) / "plots" / "dropout.png"
+    path = Path(output) if output else Path(run_dir) / layout.DROPOUT_PLOT
     from dlrun.run.plots import save_figure
 
     save_figure(dropout_figure(passes, eval_values, quantity, run.cfg.model.layer_dropout()), path)

@@ -53,6 +53,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     for callback in callbacks:
         callback.on_train_begin(state)
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        if state.stop:  # decided at the end of the previous epoch, or before the kill a resumed run recovers from
+            break
         started = time.perf_counter()
         state.epoch = epoch
         for callback in callbacks:
@@ -83,8 +85,6 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
         for callback in callbacks:
             callback.on_epoch_end(state, row)
-        if state.stop:
-            break
 
     model.load_state_dict(state.best_state)
     for callback in callbacks:

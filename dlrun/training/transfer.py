@@ -12,19 +12,19 @@ from dlrun.core.errors import ConfigError
 from dlrun.model.mlp import MLP
 
 
-def checkpoint_path(source: str) -> Path:
-    """A run directory means its best checkpoint; anything else must be a checkpoint file."""
+def checkpoint_path(source: str, best_in_run: str) -> Path:
+    """A run directory means its best checkpoint (`best_in_run` inside it); anything else must be a checkpoint file."""
     path = Path(source)
     if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
+        path = path / best_in_run
     if not path.is_file():
-        raise ConfigError(f"train.init_from: {source!r} is neither a run directory with checkpoints/best.pt nor a checkpoint file")
+        raise ConfigError(f"train.init_from: {source!r} is neither a run directory with {best_in_run} nor a checkpoint file")
     return path
 
 
-def load_matching_weights(model: MLP, source: str) -> list[str]:
+def load_matching_weights(model: MLP, source: str, best_in_run: str) -> list[str]:
     """Copy every tensor whose name and shape match; returns plain-words notes on what was not copied."""
-    saved = load_checkpoint(checkpoint_path(source))["model"]
+    saved = load_checkpoint(checkpoint_path(source, best_in_run))["model"]
     own = model.state_dict()
     matched = {name: tensor for name, tensor in saved.items() if name in own and own[name].shape == tensor.shape}
     model.load_state_dict(matched, strict=False)
@@ -61,9 +61,9 @@ def freeze(model: MLP, specs: list[int | str]) -> list[str]:
     return [f"frozen: {', '.join(frozen)}"] if frozen else []
 
 
-def prepare_for_finetuning(model: MLP, cfg: TrainConfig) -> list[str]:
+def prepare_for_finetuning(model: MLP, cfg: TrainConfig, best_in_run: str) -> list[str]:
     """Apply train.init_from and train.freeze to a freshly built model; notes for the summary and run.json."""
-    notes = load_matching_weights(model, cfg.init_from) if cfg.init_from else []
+    notes = load_matching_weights(model, cfg.init_from, best_in_run) if cfg.init_from else []
     return notes + freeze(model, cfg.freeze)
 
 
