@@ -118,8 +118,12 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
                            device=str(ready.device), **environment(), data=ready.summary, notes=notes, score_test=score_test,
                            seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
         write_record(run_dir, record)  # first: whatever happens next, the directory says it is a run and how it went
-        write_config(run_dir, ready.cfg)
-        write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
+        try:
+            write_config(run_dir, ready.cfg)
+            write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
+        except BaseException as exc:
+            _record_failure(run_dir, record, exc)
+            raise
         return _execute(ready, run_dir, record, callbacks, resume=None)
 
 
@@ -178,9 +182,7 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
             seconds = {**record.seconds, "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        with suppress(OSError):  # a disk too full for even the status must not hide what went wrong
-            write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
+        _record_failure(run_dir, record, exc)
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
@@ -193,6 +195,12 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                record.notes, warnings)
+
+
+def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    with suppress(OSError):  # a disk too full for even the status must not hide what went wrong
+        write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
 
 
 @contextmanager
