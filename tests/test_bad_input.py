@@ -21,7 +21,8 @@ import torch
 import yaml
 
 import dlrun.run.runner as runner
-from dlrun.run.directory import create_run_dir, open_run, read_run_info
+from dlrun.run.directory import create_run_dir, open_run
+from dlrun.run.record import read_record
 from dlrun.training.checkpoint import load_checkpoint
 from dlrun.config.schema import load_config, validate_config
 from dlrun.model.device import resolve_device
@@ -185,7 +186,7 @@ def test_running_out_of_memory_while_training_fails_the_run_with_a_clear_error(t
     with pytest.raises(ConfigError, match="ran out of CPU memory .* use a smaller model or batch"):
         train(validate_config(TINY), tmp_path)
     (run_dir,) = tmp_path.iterdir()
-    info = read_run_info(run_dir)
+    info = read_record(run_dir).as_json()
     assert info["status"] == "failed" and "ran out of CPU memory" in info["error"]
 
 
@@ -240,7 +241,7 @@ def test_resume_from_a_last_checkpoint_with_empty_weights_is_a_run_error(runs, t
     torch.save({**checkpoint, "model": {}}, last)
     with pytest.raises(RunError, match="last.pt does not match"):
         resume(run_dir)
-    assert read_run_info(run_dir)["status"] == "failed"  # untouched: training never restarted
+    assert read_record(run_dir).as_json()["status"] == "failed"  # untouched: training never restarted
 
 
 # ---- 7. loss weights -----------------------------------------------------------------------------
@@ -267,7 +268,7 @@ def test_cli_warns_before_scoring_an_unfinished_run(cli_results, runs, command):
 
 def test_a_run_still_marked_running_is_reported_as_running(runs, tmp_path):
     run_dir = copy_run(runs["interrupted"], tmp_path)
-    info = read_run_info(run_dir)
+    info = read_record(run_dir).as_json()
     (run_dir / "run.json").write_text(json.dumps({**info, "status": "running", "error": None}))
     assert open_run(run_dir).run_status == "running"
 
@@ -332,7 +333,7 @@ def test_set_with_an_empty_key_is_a_config_error(tmp_path, override):
 # ---- 11. the train summary and an empty data.path ------------------------------------------------
 def test_a_run_that_used_every_epoch_says_so(runs):
     assert runs["finished"].stop_reason == "ran all 2 epochs"
-    assert read_run_info(runs["finished"].run_dir)["stop_reason"] == "ran all 2 epochs"
+    assert read_record(runs["finished"].run_dir).as_json()["stop_reason"] == "ran all 2 epochs"
 
 
 def test_cli_summary_of_a_run_that_used_every_epoch(cli_results):

@@ -86,8 +86,8 @@ def test_regression_metrics_match_sklearn_in_original_units(seed):
     scaled_y = prep.transform_targets(pd.DataFrame({"y": y_dollars}))["y"]
     scaled_pred = scaled_y + rng.normal(0, 0.4, len(y_dollars)).astype(np.float32)
     got = score({"y": torch.tensor(scaled_pred).unsqueeze(1)}, {"y": torch.tensor(scaled_y)}, prep)["y"]
-    true = prep.inverse_regression("y", scaled_y.astype(np.float64))
-    pred = prep.inverse_regression("y", scaled_pred.astype(np.float64))
+    true = prep.to_original_units("y", scaled_y.astype(np.float64))
+    pred = prep.to_original_units("y", scaled_pred.astype(np.float64))
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(true, pred), rel=1e-5)
     assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(true, pred)), rel=1e-5)
     assert got["r2"] == pytest.approx(skm.r2_score(true, pred), abs=1e-5)

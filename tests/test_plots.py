@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 import dlrun
 import dlrun.run.plots as plots
+from dlrun.run import layout
 from dlrun.config.schema import validate_config
 
 from conftest import FAST, merge
@@ -115,8 +116,10 @@ def test_diagnostics_figure_has_a_line_per_layer(finished_runs):
     np.testing.assert_allclose(grad_axis.get_lines()[0].get_ydata(), layer1["grad_norm"])
 
 
-def test_safe_name_keeps_file_names_portable():
-    assert plots.safe_name("type") == "type" and plots.safe_name("a/b c") == "a_b_c"
+def test_plot_names_of_a_target_stay_inside_the_plots_folder():
+    assert layout.plot_file("roc", "type") == "plots/roc_type.png"
+    name = layout.plot_file("confusion", "a/../../b")
+    assert name.startswith("plots/confusion_") and name.count("/") == 1 and ".." not in name
 
 
 def test_a_failing_plot_is_a_warning_and_the_run_completes(tmp_path, regression_csv, monkeypatch):

@@ -154,12 +154,12 @@ def test_from_dict_rejects_a_foreign_state():
         Preprocessor.from_dict({**state, "version": 999})
 
 
-def test_inverse_regression_inverts_the_target_scaling():
+def test_to_original_units_inverts_the_target_scaling():
     frame = make_regression_frame()
     prep = fitted(frame)
     scaled = prep.transform_targets(frame)["price"]
     assert scaled.mean() == pytest.approx(0.0, abs=1e-5) and scaled.std() == pytest.approx(1.0, abs=1e-4)
-    np.testing.assert_allclose(prep.inverse_regression("price", scaled.astype(np.float64)), frame["price"], rtol=1e-6)
+    np.testing.assert_allclose(prep.to_original_units("price", scaled.astype(np.float64)), frame["price"], rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from dlrun.model.mlp import build_model
 from dlrun.config.schema import ModelConfig
 from dlrun.run.runner import train
 from dlrun.training.transfer import freeze, load_matching_weights
+from dlrun.run.layout import BEST_CHECKPOINT
 from dlrun.training.step import make_optimizer
 
 from conftest import FAST, merge
@@ -35,7 +36,7 @@ def test_init_from_a_run_loads_its_weights(tmp_path):
 def test_a_head_of_another_shape_is_reinitialised_with_a_note(tmp_path):
     source = _train(tmp_path)
     model = build_model(16, {"type": 3}, ModelConfig(**FAST["model"]), seed=1)  # 3 classes instead of 7
-    notes = load_matching_weights(model, str(source.run_dir))
+    notes = load_matching_weights(model, str(source.run_dir), BEST_CHECKPOINT)
     saved = torch.load(source.run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert torch.equal(model.state_dict()["trunk.0.weight"], saved["trunk.0.weight"])
     assert any("head 'type'" in note and "re-initialised" in note and "(7, 8)" in note for note in notes)

@@ -147,16 +147,51 @@ class Preprocessor:
                 encoded[column] = ((numeric.to_numpy(dtype=float) - state["mean"]) / state["std"]).astype(np.float32)
         return encoded
 
-    def inverse_regression(self, column: str, scaled: np.ndarray) -> np.ndarray:
-        state = self.targets_[column]
+    # ---- what other stages ask of the fitted state (they never read its dicts) ---------------------
+    def is_classification(self, target: str) -> bool:
+        return self.targets_[target]["task"] == "classification"
+
+    def to_original_units(self, target: str, scaled):
+        """Scaled regression values (a numpy array or tensor, any shape) back in the target's own units."""
+        state = self.targets_[target]
         return scaled * state["std"] + state["mean"]
+
+    def regression_scale(self, target: str) -> float:
+        """The target's training standard deviation: one scaled unit in the target's own units."""
+        return self.targets_[target]["std"]
 
     def classes(self, column: str) -> list:
         return self.targets_[column]["classes"]
 
+    def n_outputs(self, target: str) -> int:
+        """Width of the target's head: one logit per class, one value for a regression target."""
+        return len(self.classes(target)) if self.is_classification(target) else 1
+
     def output_sizes(self) -> dict[str, int]:
         """Width of each head: one logit per class, one value per regression target."""
-        return {c: len(s["classes"]) if s["task"] == "classification" else 1 for c, s in self.targets_.items()}
+        return {target: self.n_outputs(target) for target in self.targets_}
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Numeric input columns, in the order they lead the encoded matrix."""
+        return list(self.numeric_)
+
+    @property
+    def categorical_features(self) -> list[str]:
+        """Text input columns, each one-hot encoded after the numeric columns."""
+        return list(self.categorical_)
+
+    def onehot_blocks(self) -> list[slice]:
+        """Columns of each categorical feature's one-hot block in the encoded matrix (after the numeric columns)."""
+        blocks, start = [], len(self.numeric_)
+        for state in self.categorical_.values():
+            blocks.append(slice(start, start + len(state["categories"])))
+            start += len(state["categories"])
+        return blocks
+
+    def missing_in_train(self) -> dict[str, int]:
+        """{column: empty cells imputed in the training split}, for the columns that had any."""
+        return {c: s["n_missing"] for c, s in {**self.numeric_, **self.categorical_}.items() if s["n_missing"]}
 
     # ---- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Iterator
 
 import torch
 
+from dlrun.run import layout
 from dlrun.run.directory import FittedRun, now, open_run
 from dlrun.data.load import load_dataset, read_csv
 from dlrun.core.errors import ConfigError
@@ -67,9 +68,9 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     metrics = score(outputs, rows.y, run.prep)
     confusions = {
         target: confusion_frame(run.prep, target, outputs[target], rows.y[target]).to_dict(orient="list")
-        for target in run.prep.targets if run.prep.targets_[target]["task"] == "classification"
+        for target in run.prep.targets if run.prep.is_classification(target)
     }
-    output = Path(output) if output else Path(run_dir) / "eval.json"
+    output = Path(output) if output else Path(run_dir) / layout.EVALUATION
     with _writing(output):
         write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
     return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output, run.run_status,

@@ -46,6 +46,20 @@ class MLP(nn.Module):
         shared = self.trunk(x)  # (B, hidden[-1])
         return {target: head(shared) for target, head in zip(self.targets, self.heads)}
 
+    # ---- what other stages ask of the network (they never use its attribute names) ----------------
+    def hidden_layers(self) -> list[nn.Module]:
+        """The shared trunk's modules in order: per hidden layer a Linear, an optional norm, the activation and an
+        optional Dropout."""
+        return list(self.trunk)
+
+    def head(self, target: str) -> nn.Linear:
+        return self.heads[self.targets.index(target)]
+
+    def head_target(self, name: str) -> str | None:
+        """The target whose head a parameter or module name (`heads.1.weight`) belongs to; None for the hidden layers."""
+        parts = name.split(".")
+        return self.targets[int(parts[1])] if parts[0] == "heads" and len(parts) > 1 else None
+
 
 def build_model(n_features: int, output_sizes: dict[str, int], cfg: ModelConfig, seed: int) -> MLP:
     """Build the MLP with weights drawn from `seed`, leaving the global RNG as it was."""

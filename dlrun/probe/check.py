@@ -97,7 +97,7 @@ def check(cfg: Config, steps: int = DEFAULT_STEPS, batch_rows: int | None = None
     n_rows = min(batch_rows or cfg.data.batch_size, len(train))
     rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:n_rows].to(device)
     batch = Split(train.X[rows], {target: y[rows] for target, y in train.y.items()})  # (n_rows, n_features)
-    best = {target: best_possible(batch.X, y, prep.targets_[target]["task"] == "classification")
+    best = {target: best_possible(batch.X, y, prep.is_classification(target))
             for target, y in batch.y.items()}
 
     criterion = Criterion(prep, cfg.train, batch.y)
@@ -140,7 +140,7 @@ def best_possible(X: torch.Tensor, y: torch.Tensor, classification: bool) -> flo
 def _judge(scores: dict[str, dict[str, float]], prep: Preprocessor, best: dict[str, float], n_rows: int) -> list[TargetCheck]:
     results = []
     for target, metrics in scores.items():
-        if prep.targets_[target]["task"] == "classification":
+        if prep.is_classification(target):
             needed = best[target]
             passed = metrics["accuracy"] >= needed - 0.5 / n_rows  # accuracy is a float32 count of rows
             results.append(TargetCheck(target, "classification", "accuracy", metrics["accuracy"], needed, best[target],
@@ -149,7 +149,7 @@ def _judge(scores: dict[str, dict[str, float]], prep: Preprocessor, best: dict[s
             needed = best[target] - (1 - R2_PASS)
             results.append(TargetCheck(target, "regression", "r2", metrics["r2"], needed, best[target], metrics["r2"] >= needed))
         else:  # R² is undefined for one row or a constant target: ask for an RMSE under 10% of the target's std
-            rmse = metrics["rmse"] / prep.targets_[target]["std"]
+            rmse = metrics["rmse"] / prep.regression_scale(target)
             results.append(TargetCheck(target, "regression", "r2", metrics["r2"], R2_PASS, 1.0,
                                        rmse ** 2 < 1 - R2_PASS))
     return results

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dlrun.run import layout
 from dlrun.run.directory import open_run
 from dlrun.config.schema import ModelConfig
 from dlrun.data.load import load_dataset
@@ -102,14 +103,14 @@ def explain_dropout(run_dir: Path | str, n_rows: int = 8, n_passes: int = 30, ou
     frame = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks).part("val").head(n_rows)
     rows = to_split(run.prep, frame, run.device)
     target = run.prep.targets[0]
-    classification = run.prep.targets_[target]["task"] == "classification"
+    classification = run.prep.is_classification(target)
     first, second = forward_split(run.model, rows.X)[target], forward_split(run.model, rows.X)[target]
     predicted = first.argmax(dim=1) if classification else None
 
     def as_values(out: torch.Tensor) -> np.ndarray:  # (n_rows,) in the units a user reads
         if classification:
             return out.float().softmax(dim=1).gather(1, predicted[:, None]).squeeze(1).cpu().numpy()
-        return run.prep.inverse_regression(target, out.squeeze(1).double().cpu().numpy())
+        return run.prep.to_original_units(target, out.squeeze(1).double().cpu().numpy())
 
     passes = np.stack([as_values(out) for out in _dropout_passes(run.model, rows.X, target, n_passes, run.cfg.seed)])
     eval_values = as_values(first)
@@ -119,7 +120,7 @@ def explain_dropout(run_dir: Path | str, n_rows: int = 8, n_passes: int = 30, ou
     result_rows = [DropoutRow(int(i), str(frame[target].iloc[i]), float(eval_values[i]), float(passes[:, i].mean()),
                               float(passes[:, i].std()), float(passes[:, i].min()), float(passes[:, i].max()))
                    for i in range(len(frame))]
-    path = Path(output) if output else Path(run_dir) / "plots" / "dropout.png"
+    path = Path(output) if output else Path(run_dir) / layout.DROPOUT_PLOT
     from dlrun.run.plots import save_figure
 
     save_figure(dropout_figure(passes, eval_values, quantity, run.cfg.model.layer_dropout()), path)

@@ -1,4 +1,4 @@
-"""The run directory: its layout, run.json, checkpoints, and reopening a finished run."""
+"""The run directory: creating it, environment facts, config.yaml, and reopening a finished run (names: layout.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import yaml
 from dlrun.config.schema import Config, validate_config
 from dlrun.model.device import resolve_device
 from dlrun.core.errors import RunError
-from dlrun.core.io import read_json, write_json, write_text
+from dlrun.core.io import read_json, write_text
 from dlrun.model.mlp import MLP, build_model
 from dlrun.data.preprocess import Preprocessor
+from dlrun.run import layout
+from dlrun.run.record import read_record
 from dlrun.training.checkpoint import load_checkpoint, load_weights
 
 
@@ -33,7 +35,7 @@ def create_run_dir(runs_dir: Path, name: str) -> Path:
                 run_dir.mkdir()
             except FileExistsError:
                 continue
-            (run_dir / "checkpoints").mkdir()
+            (run_dir / layout.CHECKPOINTS).mkdir()
             return run_dir
     except OSError as exc:  # a file in the way, no permission, a read-only or virtual file system (/proc), a full disk
         raise RunError(f"--runs-dir {runs_dir} is not a writable directory ({exc.strerror or exc})") from None
@@ -93,15 +95,15 @@ def open_run_files(run_dir: Path) -> SavedRun:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory not found: {run_dir}")
-    for required in ("config.yaml", "preprocess.json"):
+    for required in (layout.CONFIG, layout.PREPROCESS):
         if not (run_dir / required).is_file():
             raise RunError(f"{run_dir} is not a dlrun run: {required} is missing")
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
-        prep_state = read_json(run_dir / "preprocess.json")
+        raw = yaml.safe_load((run_dir / layout.CONFIG).read_text())
+        prep_state = read_json(run_dir / layout.PREPROCESS)
     except (yaml.YAMLError, ValueError) as exc:
-        raise RunError(f"{run_dir} has a damaged config.yaml or preprocess.json ({exc})") from None
-    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / "config.yaml"))
+        raise RunError(f"{run_dir} has a damaged {layout.CONFIG} or {layout.PREPROCESS} ({exc})") from None
+    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / layout.CONFIG))
     return SavedRun(cfg, Preprocessor.from_dict(prep_state))
 
 
@@ -109,42 +111,17 @@ def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
     """Load config.yaml, preprocess.json and checkpoints/best.pt; raises RunError naming what is wrong."""
     run_dir = Path(run_dir)
     saved = open_run_files(run_dir)
-    if not (run_dir / "checkpoints" / "best.pt").is_file():
-        raise RunError(f"{run_dir} is not a finished dlrun run: checkpoints/best.pt is missing")
+    best = run_dir / layout.BEST_CHECKPOINT
+    if not best.is_file():
+        raise RunError(f"{run_dir} is not a finished dlrun run: {layout.BEST_CHECKPOINT} is missing")
     target_device = resolve_device(device or "cpu")
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "best.pt", target_device)
+    checkpoint = load_checkpoint(best, target_device)
     model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed)
-    load_weights(model, checkpoint["model"], run_dir / "checkpoints" / "best.pt")
+    load_weights(model, checkpoint["model"], best)
     model.to(target_device).eval()
-    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device, run_status(read_run_info(run_dir)),
+    return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device, read_record(run_dir).status_text,
                      checkpoint.get("epoch"))
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """run.json as a dict ({} when there is none); raises RunError when it is not a JSON object."""
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        return {}
-    try:
-        info = read_json(path)
-    except (ValueError, OSError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RunError(f"{path} is damaged ({exc})") from None
-    if not isinstance(info, dict):
-        raise RunError(f"{path} is damaged: it holds a {type(info).__name__}, not an object of run facts")
-    return info
-
-
-def run_status(info: dict[str, Any]) -> str | None:
-    """run.json's status, with the reason a failed run gives: "failed: interrupted"."""
-    status = info.get("status")
-    if status is None:
-        return None
-    return f"{status}: {info['error']}" if status == "failed" and info.get("error") else str(status)
-
-
-def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / "run.json", info)
-
-
 def write_config(run_dir: Path, cfg: Config) -> None:
-    write_text(Path(run_dir) / "config.yaml", cfg.to_yaml())
+    write_text(Path(run_dir) / layout.CONFIG, cfg.to_yaml())

@@ -1,6 +1,6 @@
 """`dlrun runs` and `dlrun compare`: what the run directories hold, read from run.json and metrics.json only.
 
-Standard library and PyYAML only: listing a hundred runs must not wait for torch or pandas to import.
+Standard library, pydantic and PyYAML only: listing a hundred runs must not wait for torch or pandas to import.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import yaml
 
 from dlrun.core.errors import RunError
 from dlrun.metrics.names import flatten, is_maximised
+from dlrun.run import layout
+from dlrun.run.record import RunRecord, read_record
 
 # The test metric a listing shows per task: the one most people rank such models by.
 HEADLINE_METRIC = {"classification": "accuracy", "regression": "rmse"}
@@ -52,31 +54,41 @@ def list_runs(runs_dir: Path | str = "runs", sort: str | None = None, name: str 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise RunError(f"runs directory not found: {runs_dir}")
-    rows = [read_run_row(path) for path in sorted(runs_dir.iterdir()) if (path / "run.json").is_file()]
+    rows = [read_run_row(path) for path in sorted(runs_dir.iterdir()) if is_run_dir(path)]
     if name:
         pattern = name.lower() if any(ch in name for ch in "*?[") else f"*{name.lower()}*"
         rows = [row for row in rows if fnmatchcase(row.name.lower(), pattern) or fnmatchcase(row.id.lower(), pattern)]
     return sort_runs(rows, sort) if sort else rows
 
 
+def is_run_dir(path: Path) -> bool:
+    """A folder a run made: it holds run.json, or (a run whose run.json could not be written) its checkpoints folder or
+    config.yaml, and is then listed as broken rather than left out."""
+    return path.is_dir() and any((path / name).exists() for name in (layout.RECORD, layout.CHECKPOINTS, layout.CONFIG))
+
+
 def read_run_row(run_dir: Path) -> RunRow:
     """A run's listing row from its run.json and metrics.json; damaged files show in `status`, never raise."""
     run_dir = Path(run_dir)
-    info, problem = _read_object(run_dir / "run.json")
-    metrics, _ = _read_object(run_dir / "metrics.json")
+    try:
+        record, problem = read_record(run_dir), None
+    except RunError:
+        record, problem = RunRecord(), f"damaged {layout.RECORD}"
+    if problem is None and not (run_dir / layout.RECORD).is_file():
+        problem = f"broken: no {layout.RECORD}"
+    metrics, _ = _read_object(run_dir / layout.METRICS)
     match = RUN_ID.match(run_dir.name)
-    targets = info.get("data", {}).get("targets", {}) if isinstance(info.get("data"), dict) else {}
+    targets = record.tasks()
     first = next(iter(targets), None)
-    headline = HEADLINE_METRIC.get(targets[first].get("task")) if first and isinstance(targets[first], dict) else None
-    status = problem or str(info.get("status", "unknown"))
-    if status == "failed" and info.get("error"):
-        status = f"failed: {info['error']}"
+    headline = HEADLINE_METRIC.get(targets[first]) if first else None
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+    test_scores = test.get(first) if isinstance(test.get(first), dict) else {}
     return RunRow(
-        id=run_dir.name, path=str(run_dir), name=str(info.get("name") or (match["name"] if match else run_dir.name)),
-        status=status, data=info.get("data_source"), target=", ".join(targets) or None,
-        monitor=info.get("monitor"), best_val=_number(info.get("best_value")),
-        test_metric=headline, test_value=_number(metrics.get("test", {}).get(first, {}).get(headline)) if headline else None,
-        epochs=info.get("epochs_run"), duration_s=_duration(info.get("started"), info.get("ended")),
+        id=run_dir.name, path=str(run_dir), name=record.name or (match["name"] if match else run_dir.name),
+        status=problem or record.status_text or "unknown", data=record.data_source, target=", ".join(targets) or None,
+        monitor=record.monitor, best_val=_number(record.best_value),
+        test_metric=headline, test_value=_number(test_scores.get(headline)) if headline else None,
+        epochs=record.epochs_run, duration_s=_duration(record.started, record.ended),
         metrics=flatten_metrics(metrics),
     )
 
@@ -123,10 +135,10 @@ def compare_runs(run_dirs: list[Path | str]) -> Comparison:
     if not run_dirs:
         raise RunError("give at least one run directory to compare")
     for run_dir in run_dirs:
-        if not (Path(run_dir) / "run.json").is_file():
-            raise RunError(f"{run_dir} is not a dlrun run directory (no run.json)")
+        if not (Path(run_dir) / layout.RECORD).is_file():
+            raise RunError(f"{run_dir} is not a dlrun run directory (no {layout.RECORD})")
     runs = [read_run_row(Path(d)) for d in run_dirs]
-    configs = [_flat_config(Path(d) / "config.yaml") for d in run_dirs]
+    configs = [_flat_config(Path(d) / layout.CONFIG) for d in run_dirs]
     keys = list(dict.fromkeys(k for c in configs for k in c))
     differing = [(k, [c.get(k) for c in configs]) for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     metric_keys = dict.fromkeys(k for split in ("train", "val", "test") for r in runs for k in r.metrics if k.startswith(f"{split}_"))
@@ -158,7 +170,7 @@ def _read_object(path: Path) -> tuple[dict[str, Any], str | None]:
         value = json.loads(path.read_text())
     except FileNotFoundError:
         return {}, None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}, f"damaged {path.name}"
     return (value, None) if isinstance(value, dict) else ({}, f"damaged {path.name}")
 

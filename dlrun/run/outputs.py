@@ -16,14 +16,14 @@ def prediction_frame(prep: Preprocessor, outputs: dict[str, torch.Tensor]) -> pd
     """`<target>_pred` in original units or class names, and `<target>_proba_<class>` per class."""
     columns: dict[str, Any] = {}
     for target, out in outputs.items():
-        if prep.targets_[target]["task"] == "classification":
+        if prep.is_classification(target):
             proba = out.float().softmax(dim=1).cpu().numpy()  # (n_rows, n_classes)
             classes = np.asarray(prep.classes(target), dtype=object)
             columns[f"{target}_pred"] = classes[proba.argmax(axis=1)]
             for k, name in enumerate(prep.classes(target)):
                 columns[f"{target}_proba_{name}"] = proba[:, k]
         else:
-            columns[f"{target}_pred"] = prep.inverse_regression(target, out.squeeze(1).double().cpu().numpy())
+            columns[f"{target}_pred"] = prep.to_original_units(target, out.squeeze(1).double().cpu().numpy())
     return pd.DataFrame(columns)
 
 

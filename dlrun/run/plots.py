@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dlrun.core.io import write_atomic
+from dlrun.run import layout
 
 DPI = 100
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, BEST_COLOUR = "tab:blue", "tab:orange", "tab:gray", "tab:green"
@@ -42,38 +42,32 @@ class Plots:
 def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], best_epoch: int | None) -> Plots:
     """Draw every plot the run's files allow into run_dir/plots; a plot that fails is reported, the others still drawn."""
     run_dir = Path(run_dir)
-    out = run_dir / "plots"
-    drawings: list[tuple[str, Callable[[], Figure]]] = []
-    history = run_dir / "metrics.csv"  # every file is read inside its drawing: a damaged one costs only its plots
+    drawings: list[tuple[str, Callable[[], Figure]]] = []  # (path inside the run, drawing)
+    history = run_dir / layout.HISTORY  # every file is read inside its drawing: a damaged one costs only its plots
     if history.is_file():
-        drawings.append(("loss.png", lambda: loss_figure(pd.read_csv(history), tasks, best_epoch)))
-        drawings.append(("val_metrics.png", lambda: val_metrics_figure(pd.read_csv(history), units, best_epoch)))
-    predictions = run_dir / "predictions.csv"
+        drawings.append((layout.plot_file("loss"), lambda: loss_figure(pd.read_csv(history), tasks, best_epoch)))
+        drawings.append((layout.plot_file("val_metrics"), lambda: val_metrics_figure(pd.read_csv(history), units, best_epoch)))
+    predictions = run_dir / layout.PREDICTIONS
     for target, task in tasks.items():
-        stem = safe_name(target)
-        confusion = run_dir / f"confusion_{target}.csv"
+        confusion = run_dir / layout.confusion_file(target)
         if task == "classification" and confusion.is_file():
-            drawings.append((f"confusion_{stem}.png", lambda t=target, c=confusion: confusion_figure(read_confusion(c), t)))
+            drawings.append((layout.plot_file("confusion", target), lambda t=target, c=confusion: confusion_figure(read_confusion(c), t)))
             if predictions.is_file():
-                drawings.append((f"roc_{stem}.png", lambda t=target, c=confusion: roc_figure(predictions, t, read_confusion(c).index)))
+                drawings.append((layout.plot_file("roc", target),
+                                 lambda t=target, c=confusion: roc_figure(predictions, t, read_confusion(c).index)))
         elif task == "regression" and predictions.is_file():
-            drawings.append((f"regression_{stem}.png", lambda t=target: regression_figure(predictions, t, units.get(t))))
-    if (run_dir / "diagnostics.csv").is_file():
-        drawings.append(("diagnostics.png", lambda: diagnostics_figure(pd.read_csv(run_dir / "diagnostics.csv"))))
+            drawings.append((layout.plot_file("regression", target), lambda t=target: regression_figure(predictions, t, units.get(t))))
+    if (run_dir / layout.DIAGNOSTICS).is_file():
+        drawings.append((layout.plot_file("diagnostics"), lambda: diagnostics_figure(pd.read_csv(run_dir / layout.DIAGNOSTICS))))
     result = Plots()
     for name, draw in drawings:
         try:
-            save_figure(draw(), out / name)
+            save_figure(draw(), run_dir / name)
         except Exception as exc:  # a plot is a convenience: one that fails must not cost the others or the run
-            result.problems.append(f"plot {name} was not drawn ({type(exc).__name__}: {exc})")
+            result.problems.append(f"plot {Path(name).name} was not drawn ({type(exc).__name__}: {exc})")
         else:
-            result.paths.append(out / name)
+            result.paths.append(run_dir / name)
     return result
-
-
-def safe_name(name: str) -> str:
-    """A target name as a file-name part: `type` stays, `a/b c` becomes `a_b_c`."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "target"
 
 
 def save_figure(fig: Figure, path: Path) -> None:

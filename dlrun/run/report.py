@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from dlrun.run.directory import read_run_info
+from dlrun.run import layout
+from dlrun.run.record import RunRecord, read_record
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
@@ -53,12 +54,12 @@ class Report:
 def build_report(run_dir: Path | str) -> Report:
     """Draw the run's plots into plots/ and write report.html beside them; raises RunError when it is not a run."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "run.json").is_file():
-        raise RunError(f"{run_dir} is not a dlrun run directory (config.yaml and run.json are needed)")
+    if not (run_dir / layout.CONFIG).is_file() or not (run_dir / layout.RECORD).is_file():
+        raise RunError(f"{run_dir} is not a dlrun run directory ({layout.CONFIG} and {layout.RECORD} are needed)")
     try:
-        config_text = (run_dir / "config.yaml").read_text()
+        config_text = (run_dir / layout.CONFIG).read_text()
         config = yaml.safe_load(config_text)
-        metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
+        metrics = read_json(run_dir / layout.METRICS) if (run_dir / layout.METRICS).is_file() else {}
     except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json ({exc})") from None
     if not isinstance(config, dict) or not isinstance(metrics, dict):
@@ -66,21 +67,21 @@ def build_report(run_dir: Path | str) -> Report:
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     tasks = data.get("task") if isinstance(data.get("task"), dict) else {}
     units = data.get("units") if isinstance(data.get("units"), dict) else {}
-    info = read_run_info(run_dir)
+    record = read_record(run_dir)
     from dlrun.run.plots import write_plots  # matplotlib loads only when something is drawn, not with the runner
 
-    plots = write_plots(run_dir, tasks, units, info.get("best_epoch"))
+    plots = write_plots(run_dir, tasks, units, record.best_epoch)
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
-    dropout = run_dir / "plots" / "dropout.png"  # drawn on request by `dlrun explain dropout`, shown once it exists
+    dropout = run_dir / layout.DROPOUT_PLOT  # drawn on request by `dlrun explain dropout`, shown once it exists
     pictures = plots.paths + ([dropout] if dropout.is_file() else [])
-    page = render(run_dir, info, metrics, units, config_text, pictures, warnings)
-    write_text(run_dir / "report.html", page)
-    return Report(run_dir / "report.html", plots.paths, warnings)
+    page = render(run_dir, record, metrics, units, config_text, pictures, warnings)
+    write_text(run_dir / layout.REPORT, page)
+    return Report(run_dir / layout.REPORT, plots.paths, warnings)
 
 
 def diagnostics_warnings(run_dir: Path, activation: str) -> list[str]:
-    path = Path(run_dir) / "diagnostics.csv"
+    path = Path(run_dir) / layout.DIAGNOSTICS
     if not path.is_file():
         return []
     try:
@@ -98,39 +99,39 @@ def publish(run_dir: Path, activation: str, draw: bool = True) -> list[str]:
         return [f"report.html was not written ({type(exc).__name__}: {exc})"]
 
 
-def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: dict[str, str], config_text: str,
+def render(run_dir: Path, record: RunRecord, metrics: dict[str, Any], units: dict[str, str], config_text: str,
            plots: list[Path], warnings: list[str]) -> str:
     row = read_run_row(run_dir)
-    parts = [f"<h1>dlrun run {escape(run_dir.name)}</h1>", _facts(row, info)]
+    parts = [f"<h1>dlrun run {escape(run_dir.name)}</h1>", _facts(row, record)]
     parts.append("<h2>Warnings</h2>")
     if warnings:
         parts.append("<ul>" + "".join(f'<li class="warning">{escape(w)}</li>' for w in warnings) + "</ul>")
-    elif (run_dir / "diagnostics.csv").is_file():
+    elif (run_dir / layout.DIAGNOSTICS).is_file():
         parts.append('<p class="ok">No training problems detected: gradients, weights and ReLU units look healthy.</p>')
     else:
         parts.append("<p>No diagnostics.csv: this run recorded no training diagnostics.</p>")
     parts.append("<h2>Metrics</h2>")
     parts.extend(_metrics_tables(metrics, units) or ["<p>No metrics.json: the run did not finish.</p>"])
     parts.append("<h2>Data</h2>")
-    parts.append(_data_table(info.get("data") or {}, units))
+    parts.append(_data_table(record.data or {}, units))
     parts.append("<h2>Plots</h2>")
     parts.extend(_figure(path) for path in plots)
     parts.append("<h2>Configuration (resolved)</h2>")
     parts.append(f"<pre>{escape(config_text)}</pre>")
     parts.append("<h2>Environment</h2>")
-    versions = info.get("versions") or {}
-    parts.append(_table(["", "value"], [["seed", info.get("seed")], ["device", info.get("device")],
-                                        ["git commit", info.get("git_commit")], *[[k, v] for k, v in versions.items()]]))
+    versions = record.versions or {}
+    parts.append(_table(["", "value"], [["seed", record.seed], ["device", record.device],
+                                        ["git commit", record.git_commit], *[[k, v] for k, v in versions.items()]]))
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>dlrun report: {escape(run_dir.name)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def _facts(row: RunRow, info: dict[str, Any]) -> str:
-    facts = [["status", row.status], ["started", info.get("started")], ["ended", info.get("ended")],
+def _facts(row: RunRow, record: RunRecord) -> str:
+    facts = [["status", row.status], ["started", record.started], ["ended", record.ended],
              ["duration", format_duration(row.duration_s)], ["epochs", row.epochs],
-             ["best epoch", f"{info.get('best_epoch')} by {row.monitor} = {format_value(row.best_val)}" if row.monitor else None],
-             ["stopped", info.get("stop_reason")]]
+             ["best epoch", f"{record.best_epoch} by {row.monitor} = {format_value(row.best_val)}" if row.monitor else None],
+             ["stopped", record.stop_reason]]
     return _table(["run", ""], [fact for fact in facts if fact[1] is not None])
 
 

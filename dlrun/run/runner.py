@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -15,8 +15,11 @@ import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's s
 # it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
-from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_run_info, write_config, write_run_info
-from dlrun.training.checkpoint import load_checkpoint, load_weights
+from dlrun.run import layout
+from dlrun.run.directory import create_run_dir, environment, now, open_run_files, write_config
+from dlrun.run.lock import hold_run_lock
+from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
+from dlrun.training.checkpoint import load_weights, resume_point
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Callback, Checkpoints, MetricsLog
 from dlrun.config.schema import Config
@@ -37,9 +40,6 @@ from dlrun.data.tensors import Split
 from dlrun.training.loop import fit
 from dlrun.model.forward import forward_split
 from dlrun.training.transfer import freeze, prepare_for_finetuning
-
-# What trainer.restore reads from last.pt beyond the weights: a resume needs every one of them.
-RESUME_STATE = ("epoch", "best_value", "best_epoch", "optimizer", "history", "rng", "callbacks")
 
 
 @dataclass(frozen=True)
@@ -109,83 +109,98 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it)."""
     started = time.perf_counter()
     ready = prepare(cfg)
-    notes = prepare_for_finetuning(ready.model, ready.cfg.train)
+    notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
-    info = {"status": "running", "started": now(), "ended": None, "name": ready.cfg.name,
-            "data_source": ready.cfg.data.dataset or ready.cfg.data.path, "seed": ready.cfg.seed, "device": str(ready.device),
-            **environment(), "data": ready.summary, "notes": notes, "score_test": score_test,
-            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
-    write_config(run_dir, ready.cfg)
-    write_json(run_dir / "preprocess.json", ready.prep.to_dict())
-    return _execute(ready, run_dir, info, callbacks, resume=None, score_test=score_test)
+    with hold_run_lock(run_dir):
+        record = RunRecord(status="running", started=now(), ended=None, name=ready.cfg.name,
+                           data_source=ready.cfg.data.dataset or ready.cfg.data.path, seed=ready.cfg.seed,
+                           device=str(ready.device), **environment(), data=ready.summary, notes=notes, score_test=score_test,
+                           seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
+        write_record(run_dir, record)  # first: whatever happens next, the directory says it is a run and how it went
+        try:
+            write_config(run_dir, ready.cfg)
+            write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
+        except BaseException as exc:
+            _record_failure(run_dir, record, exc)
+            raise
+        return _execute(ready, run_dir, record, callbacks, resume=None)
 
 
 def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
-    """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped."""
+    """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped; a run
+    stopped before its first epoch ended starts again from the first."""
     run_dir = Path(run_dir)
-    info = read_run_info(run_dir)
-    if info.get("status") == "completed":
-        raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
-    for required in ("config.yaml", "preprocess.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for required in (layout.CONFIG, layout.PREPROCESS):
         if not (run_dir / required).is_file():
-            raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it interrupted before its first epoch ended?)")
-    started = time.perf_counter()
-    saved = open_run_files(run_dir)
-    ready = prepare(saved.cfg, saved.prep)
-    freeze(ready.model, ready.cfg.train.freeze)
-    last, best = run_dir / "checkpoints" / "last.pt", run_dir / "checkpoints" / "best.pt"
-    checkpoint = load_checkpoint(last, ready.device)
-    missing = [key for key in RESUME_STATE if key not in checkpoint]
-    if missing:
-        raise RunError(f"{last} holds no training state to resume from (no {', '.join(missing)})")
-    checkpoint["best_model"] = load_checkpoint(best, ready.device)["model"]
-    load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
-    load_weights(ready.model, checkpoint["model"], last)
-    resumed = [*info.get("resumed", []), {"at": now(), "after_epoch": checkpoint["epoch"]}]
-    info = {**info, "status": "running", "ended": None, "error": None, "resumed": resumed,
-            "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
-    # A run started without scoring the test split (a sweep's trial) resumes without it too.
-    return _execute(ready, run_dir, info, callbacks, resume=checkpoint, score_test=info.get("score_test", True))
+            raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it stopped before its data was prepared? "
+                           "then train it again)")
+    with hold_run_lock(run_dir):  # before reading anything: another process may be training in it right now
+        record = read_record(run_dir)
+        if record.status == "completed":
+            raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
+        started = time.perf_counter()
+        saved = open_run_files(run_dir)
+        ready = prepare(saved.cfg, saved.prep)
+        last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
+        checkpoint = resume_point(last, best, ready.device)
+        if checkpoint is None:  # no epoch had ended: start again as `train` did
+            prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
+        else:
+            freeze(ready.model, ready.cfg.train.freeze)
+            load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
+            load_weights(ready.model, checkpoint["model"], last)
+        resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
+        record = record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
+                                seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
+        # A run started without scoring the test split (a sweep's trial) resumes without it too.
+        return _execute(ready, run_dir, record, callbacks, resume=checkpoint)
 
 
-def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Sequence[Callback],
-             resume: dict[str, Any] | None, score_test: bool = True) -> Run:
+def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Sequence[Callback],
+             resume: dict[str, Any] | None) -> Run:
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
-    info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
-    write_run_info(run_dir, info)
+    record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason})
+    write_record(run_dir, record)
     rows = ready.splits["train"]
-    diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y))
+    diagnostics = Diagnostics(run_dir / layout.DIAGNOSTICS, rows.X, rows.y, ready.splits["val"].X,
+                              Criterion(ready.prep, cfg.train, rows.y))
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
-    loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), diagnostics, Checkpoints(run_dir / "checkpoints")]
+    loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
+                      Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
             state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
                         [*loop_callbacks, *callbacks], resume=resume)
             trained = time.perf_counter()
-            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, score_test)
+            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test)
             # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
-            seconds = {**info["seconds"], "train": round(trained - started, 3),
+            seconds = {**record.seconds, "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
+        _record_failure(run_dir, record, exc)
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
-    info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds}
-    write_run_info(run_dir, info)
+    record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
+                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds)
+    write_record(run_dir, record)
     # plots and report.html; never raises, a failure there is one more warning
     published = time.perf_counter()
     warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
-    write_run_info(run_dir, {**info, "warnings": warnings, "seconds": seconds})
+    write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
-               info.get("notes", []), warnings)
+               record.notes, warnings)
+
+
+def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    with suppress(OSError):  # a disk too full for even the status must not hide what went wrong
+        write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
 
 
 @contextmanager
@@ -235,7 +250,6 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         else:
             values = pd.to_numeric(train[target])
             targets[target] = {"task": task, "min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
-    missing = {c: s["n_missing"] for c, s in {**prep.numeric_, **prep.categorical_}.items() if s["n_missing"]}
     return {
         "rows": {name: int((dataset.split == name).sum()) for name in SPLITS},
         "rows_dropped_missing_target": dataset.n_dropped_missing_target,
@@ -243,10 +257,10 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         # drop-listed columns, the split column, and text identifiers (a different value in every row)
         "unused_columns": [c for c in dataset.frame.columns if c not in dataset.features and c not in dataset.targets],
         "features_encoded": len(prep.feature_names_),
-        "numeric_features": list(prep.numeric_),
-        "categorical_features": list(prep.categorical_),
+        "numeric_features": prep.numeric_features,
+        "categorical_features": prep.categorical_features,
         "targets": targets,
-        "missing_imputed_in_train": missing,
+        "missing_imputed_in_train": prep.missing_in_train(),
     }
 
 
@@ -255,13 +269,13 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
     scored = SPLITS if score_test else [name for name in SPLITS if name != "test"]
     outputs = {name: forward_split(model, splits[name].X) for name in scored}
     metrics = {name: score(outputs[name], splits[name].y, prep) for name in scored}
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / layout.METRICS, metrics)
     if not score_test:
         return metrics
     test = splits["test"]
     for target in prep.targets:
-        if prep.targets_[target]["task"] == "classification":
-            write_csv(run_dir / f"confusion_{target}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
+        if prep.is_classification(target):
+            write_csv(run_dir / layout.confusion_file(target), confusion_frame(prep, target, outputs["test"][target], test.y[target]))
     rows = dataset.part("test")[dataset.features + dataset.targets]
-    write_csv(run_dir / "predictions.csv", with_predictions(rows, prediction_frame(prep, outputs["test"])))
+    write_csv(run_dir / layout.PREDICTIONS, with_predictions(rows, prediction_frame(prep, outputs["test"])))
     return metrics

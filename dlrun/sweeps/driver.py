@@ -20,7 +20,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from dlrun.run.directory import read_run_info, write_run_info
+from dlrun.run.record import read_record, write_record
 from dlrun.training.callbacks import Callback, TrainState
 from dlrun.config.schema import Config, validate_config
 from dlrun.core.errors import ConfigError, DlrunError
@@ -175,9 +175,9 @@ class TrialReport(Callback):
 def mark_lost_run(sweep_dir: Path) -> Callable[[FrozenTrial, str], None]:
     def mark(trial: FrozenTrial, why: str) -> None:
         run_dir = trial_run_dir(sweep_dir, trial.number)
-        info = read_run_info(run_dir) if run_dir is not None else {}
-        if info.get("status") == "running":  # an interrupted run already says so itself
-            write_run_info(run_dir, {**info, "status": "failed", "error": f"sweep trial lost: {why}; re-queued"})
+        record = read_record(run_dir) if run_dir is not None else None
+        if record is not None and record.status == "running":  # an interrupted run already says so itself
+            write_record(run_dir, record.updated(status="failed", error=f"sweep trial lost: {why}; re-queued"))
     return mark
 
 
@@ -242,9 +242,9 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
     trial.set_user_attr("best_epoch", run.best_epoch)
     trial.set_user_attr("val_metrics", run.metrics["val"])  # {target: {metric: value}}, also for other machines
     state = TrialState.PRUNED if reporter.pruned else TrialState.COMPLETE
-    info = read_run_info(run.run_dir)
-    write_run_info(run.run_dir, {**info, "sweep": {"study": plan.study, "trial": trial.number, "params": params,
-                                                   "state": state.name.lower(), "objective": plan.objective}})
+    record = read_record(run.run_dir)
+    write_record(run.run_dir, record.updated(sweep={"study": plan.study, "trial": trial.number, "params": params,
+                                                    "state": state.name.lower(), "objective": plan.objective}))
     if reporter.value is None or not math.isfinite(reporter.value):
         return finish(TrialState.FAIL, None, run.run_dir, f"{plan.objective} is {reporter.value} (training diverged)")
     return finish(state, reporter.value, run.run_dir, run.stop_reason if reporter.pruned else "")

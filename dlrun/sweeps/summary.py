@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_csv, write_json, write_text
 from dlrun.config.schema import Config, load_config, validate_config
+from dlrun.run import layout
 from dlrun.data.load import resolve_units
 from dlrun.sweeps.study import counted, open_storage, require_study, retry_of, sqlite_url
 
@@ -122,7 +123,7 @@ def _best(study: optuna.Study, sweep_dir: Path, score_test: bool) -> dict[str, A
 
         test = evaluate(run_dir, split="test").metrics  # the one look at the test split; also eval.json in the run
         study.set_user_attr("test_score", {"trial": best.number, "metrics": test})
-    config_yaml = (run_dir / "config.yaml").read_text() if run_dir is not None else _config_from_params(sweep_dir, best)
+    config_yaml = (run_dir / layout.CONFIG).read_text() if run_dir is not None else _config_from_params(sweep_dir, best)
     units = resolve_units(validate_config(yaml.safe_load(config_yaml), source="best_config.yaml").data)
     val = best.user_attrs.get("val_metrics")
     if not isinstance(val, dict) or not all(isinstance(scores, dict) for scores in val.values()):

@@ -66,11 +66,7 @@ def smote_target(tasks: dict[str, str]) -> str:
 
 def onehot_blocks(prep: Preprocessor) -> list[slice]:
     """Columns of each categorical feature's one-hot block in the encoded matrix (after the numeric columns)."""
-    blocks, start = [], len(prep.numeric_)
-    for state in prep.categorical_.values():
-        blocks.append(slice(start, start + len(state["categories"])))
-        start += len(state["categories"])
-    return blocks
+    return prep.onehot_blocks()
 
 
 def oversample(X: np.ndarray, y: np.ndarray, k: int, seed: int, classes: Sequence[Any] | None = None,

@@ -76,20 +76,23 @@ class MetricsLog(Callback):
 
 
 class Checkpoints(Callback):
-    """checkpoints/last.pt every epoch (with optimizer state, for resuming) and best.pt when the monitor improves."""
+    """`last` every epoch (with optimizer state, for resuming) and `best` when the monitor improves.
 
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
+    Runs after every callback that sets `stop` or keeps state, so last.pt holds the epoch's whole outcome."""
+
+    def __init__(self, last: Path, best: Path):
+        self.last, self.best = Path(last), Path(best)
 
     def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None:
-        save_checkpoint(self.directory / "last.pt", state, include_optimizer=True, durable=False)
+        # last.pt first: it carries the best weights too, so a kill before best.pt is written loses nothing
+        save_checkpoint(self.last, state, include_optimizer=True, durable=False)
         if state.improved:
-            save_checkpoint(self.directory / "best.pt", state, include_optimizer=False, durable=False)
+            save_checkpoint(self.best, state, include_optimizer=False, durable=False)
 
     def on_train_end(self, state: TrainState) -> None:
         # The checkpoints a finished run is served from must survive a power cut, not only a crash.
-        for name in ("last.pt", "best.pt"):
-            flush_to_disk(self.directory / name)
+        for path in (self.last, self.best):
+            flush_to_disk(path)
 
 
 class RichProgress(Callback):

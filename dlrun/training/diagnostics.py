@@ -15,6 +15,7 @@ from torch import nn
 
 from dlrun.training.callbacks import Callback, TrainState
 from dlrun.core.io import write_csv
+from dlrun.model.mlp import MLP
 
 # Rows of the fixed batches: enough for a stable estimate, small enough to cost a fraction of one epoch.
 DIAGNOSTIC_ROWS = 256
@@ -112,7 +113,7 @@ class Diagnostics(Callback):
         self.rows = list(saved.get("rows", []))
 
 
-def layer_weights(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+def layer_weights(model: MLP) -> dict[str, tuple[str, nn.Parameter]]:
     """{"layer 1": (parameter name, weight), ..., "head <target>": ...}: each Linear's weight, trunk first."""
     params = dict(model.named_parameters())
     labels = _linear_labels(model)
@@ -130,14 +131,14 @@ def relu_activations(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
-def _linear_labels(model: nn.Module) -> dict[str, str]:
-    targets = list(getattr(model, "targets", []))
+def _linear_labels(model: MLP) -> dict[str, str]:
     labels, layer = {}, 0
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear):
             continue
-        if name.startswith("heads.") and targets:
-            labels[name] = f"head {targets[int(name.split('.')[1])]}"
+        target = model.head_target(name)
+        if target is not None:
+            labels[name] = f"head {target}"
         else:
             layer += 1
             labels[name] = f"layer {layer}"

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlrun.config.schema import Config, OptimizerConfig
+from dlrun.model.mlp import MLP
 from dlrun.training.flat_optim import FlatOptimizer
 from dlrun.training.losses import Criterion
 
@@ -55,7 +56,7 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
     """Why the fast step cannot train `model` with `cfg` (the run then uses autograd), or None when it can."""
     if not cfg.train.fast_path:
         return "train.fast_path is false"
-    if not isinstance(getattr(model, "trunk", None), nn.Sequential) or not isinstance(getattr(model, "heads", None), nn.ModuleList):
+    if not isinstance(model, MLP):
         return f"{type(model).__name__} is not dlrun's MLP"
     if not any(p.requires_grad for p in model.parameters()):
         return "every parameter is frozen (train.freeze)"
@@ -64,7 +65,7 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
     if any(p.device.type not in ("cpu", "cuda") for p in model.parameters()):
         return "a device other than cpu or cuda (no fused optimizer kernels)"
     try:
-        _trunk_layers(model.trunk)
+        _trunk_layers(model.hidden_layers())
     except ValueError as exc:
         return str(exc)
     return None
@@ -85,7 +86,7 @@ class _Layer:
     dropout: float
 
 
-def _trunk_layers(trunk: nn.Sequential) -> list[tuple[nn.Linear, nn.Module, float]]:
+def _trunk_layers(trunk: list[nn.Module]) -> list[tuple[nn.Linear, nn.Module, float]]:
     """(Linear, activation, dropout p) per hidden layer; ValueError naming the first module the fast step lacks."""
     layers, modules = [], list(trunk)
     while modules:
@@ -143,8 +144,8 @@ class FastStep:
             forward, backward = activation_functions(activation) if activation is not None else (None, None)
             return _Layer(W, W.t(), b, grad_W, grad_b, forward, backward, dropout)
 
-        self.layers = [layer(*parts) for parts in _trunk_layers(model.trunk)]
-        self.heads = [layer(head, None, 0.0) for head in model.heads]
+        self.layers = [layer(*parts) for parts in _trunk_layers(model.hidden_layers())]
+        self.heads = [layer(model.head(target), None, 0.0) for target in model.targets]
         # Backward stops below the lowest layer with a trainable parameter (frozen first layers need no gradient).
         trainable = [i for i, l in enumerate(self.layers) if l.grad_W is not None or l.grad_b is not None]
         self.lowest_trained = trainable[0] if trainable else len(self.layers)

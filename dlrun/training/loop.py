@@ -36,7 +36,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     step = make_step(model, cfg, criterion, device)  # re-points a fast step's parameters: before anything copies them
     optimizer = step.optimizer
     shuffler = torch.Generator().manual_seed(cfg.seed)
-    augment = batch_augment(cfg.augment, len(prep.numeric_), cfg.seed, device)  # None when augmentation is off
+    augment = batch_augment(cfg.augment, len(prep.numeric_features), cfg.seed, device)  # None when augmentation is off
     batch_size, n_rows = cfg.data.batch_size, len(train)
     if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
         n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
@@ -53,6 +53,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     for callback in callbacks:
         callback.on_train_begin(state)
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
+        if state.stop:  # decided at the end of the previous epoch, or before the kill a resumed run recovers from
+            break
         started = time.perf_counter()
         state.epoch = epoch
         for callback in callbacks:
@@ -83,8 +85,6 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
         for callback in callbacks:
             callback.on_epoch_end(state, row)
-        if state.stop:
-            break
 
     model.load_state_dict(state.best_state)
     for callback in callbacks:

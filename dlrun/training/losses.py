@@ -17,7 +17,7 @@ class Criterion:
         self.parts = []  # (target, is_classification, loss weight, cross-entropy keyword arguments)
         for target in prep.targets:
             weight = cfg.loss_weight.get(target, 1.0)
-            if prep.targets_[target]["task"] == "classification":
+            if prep.is_classification(target):
                 options = {"label_smoothing": cfg.label_smoothing}
                 if cfg.class_weights == "balanced":
                     options["weight"] = balanced_class_weights(train_y[target], len(prep.classes(target)))

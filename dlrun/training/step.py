@@ -38,7 +38,7 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None)
         if not param.requires_grad:
             continue
         decay = cfg.weight_decay if cfg.decay_bias_and_norm or id(param) in linear_weights else 0.0
-        lr = trunk_lr if trunk_lr is not None and name.startswith("trunk.") else cfg.lr
+        lr = trunk_lr if trunk_lr is not None and model.head_target(name) is None else cfg.lr
         groups.setdefault((decay, lr), []).append(param)
     return [{"params": params, "weight_decay": decay, "lr": lr} for (decay, lr), params in groups.items()]
 

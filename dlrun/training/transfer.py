@@ -9,21 +9,22 @@ from torch import nn
 from dlrun.training.checkpoint import load_checkpoint
 from dlrun.config.schema import TrainConfig
 from dlrun.core.errors import ConfigError
+from dlrun.model.mlp import MLP
 
 
-def checkpoint_path(source: str) -> Path:
-    """A run directory means its best checkpoint; anything else must be a checkpoint file."""
+def checkpoint_path(source: str, best_in_run: str) -> Path:
+    """A run directory means its best checkpoint (`best_in_run` inside it); anything else must be a checkpoint file."""
     path = Path(source)
     if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
+        path = path / best_in_run
     if not path.is_file():
-        raise ConfigError(f"train.init_from: {source!r} is neither a run directory with checkpoints/best.pt nor a checkpoint file")
+        raise ConfigError(f"train.init_from: {source!r} is neither a run directory with {best_in_run} nor a checkpoint file")
     return path
 
 
-def load_matching_weights(model: nn.Module, source: str) -> list[str]:
+def load_matching_weights(model: MLP, source: str, best_in_run: str) -> list[str]:
     """Copy every tensor whose name and shape match; returns plain-words notes on what was not copied."""
-    saved = load_checkpoint(checkpoint_path(source))["model"]
+    saved = load_checkpoint(checkpoint_path(source, best_in_run))["model"]
     own = model.state_dict()
     matched = {name: tensor for name, tensor in saved.items() if name in own and own[name].shape == tensor.shape}
     model.load_state_dict(matched, strict=False)
@@ -39,9 +40,9 @@ def load_matching_weights(model: nn.Module, source: str) -> list[str]:
     return notes
 
 
-def freeze(model: nn.Module, specs: list[int | str]) -> list[str]:
+def freeze(model: MLP, specs: list[int | str]) -> list[str]:
     """Turn off requires_grad for trunk Linear layers given by index (0 = first) or parameter-name prefix."""
-    linear_names = [name for name, module in model.named_modules() if name.startswith("trunk.") and isinstance(module, nn.Linear)]
+    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and model.head_target(name) is None]
     names = [name for name, _ in model.named_parameters()]
     frozen: list[str] = []
     for spec in specs:
@@ -60,15 +61,13 @@ def freeze(model: nn.Module, specs: list[int | str]) -> list[str]:
     return [f"frozen: {', '.join(frozen)}"] if frozen else []
 
 
-def prepare_for_finetuning(model: nn.Module, cfg: TrainConfig) -> list[str]:
+def prepare_for_finetuning(model: MLP, cfg: TrainConfig, best_in_run: str) -> list[str]:
     """Apply train.init_from and train.freeze to a freshly built model; notes for the summary and run.json."""
-    notes = load_matching_weights(model, cfg.init_from) if cfg.init_from else []
+    notes = load_matching_weights(model, cfg.init_from, best_in_run) if cfg.init_from else []
     return notes + freeze(model, cfg.freeze)
 
 
-def _describe(model: nn.Module, name: str) -> str:
+def _describe(model: MLP, name: str) -> str:
     # heads.<i>.weight -> the head of target i, which a user knows by the target's name
-    parts = name.split(".")
-    if parts[0] == "heads" and hasattr(model, "targets"):
-        return f"head {model.targets[int(parts[1])]!r} ({parts[-1]})"
-    return name
+    target = model.head_target(name)
+    return f"head {target!r} ({name.rsplit('.', 1)[-1]})" if target is not None else name

@@ -1,0 +1,50 @@
+"""One process trains in a run directory at a time: an advisory lock (fcntl.flock) on run.lock.
+
+The kernel drops the lock when its holder dies however it dies (kill -9 included), so a stale lock never blocks a
+`--resume`. The file names its holder for the message the next process shows, and is removed when the holder ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from dlrun.core.errors import RunError
+from dlrun.run import layout
+
+
+@contextmanager
+def hold_run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock for the `with` block; a RunError naming the holder when another process has it."""
+    path = Path(run_dir) / layout.LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunError(f"cannot lock {run_dir} for training ({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{run_dir} is already being trained by {holder}; wait for it to end, or stop it first") from None
+        # The holder before us may have removed the file between our open and our lock: then we hold a lock on a
+        # file nobody else will open. Start over on the file now at the path.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        yield
+    finally:
+        Path(path).unlink(missing_ok=True)  # before the unlock: nobody can lock a file that is gone from the path
+        os.close(fd)
