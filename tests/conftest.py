@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dlrun.training.callbacks import Callback
+from dlrun.training.state import Callback
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"

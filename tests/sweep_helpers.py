@@ -6,7 +6,7 @@ import os
 import signal
 from pathlib import Path
 
-from dlrun.training.callbacks import Callback
+from dlrun.training.state import Callback
 
 
 class KillOnce(Callback):

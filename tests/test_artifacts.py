@@ -17,7 +17,7 @@ from dlrun.core.errors import ConfigError, RunError
 from dlrun.run.outputs import prediction_frame
 from dlrun.model.mlp import build_model
 from dlrun.run.runner import train
-from dlrun.training.callbacks import TrainState
+from dlrun.training.state import TrainState
 from dlrun.model.forward import forward_split
 
 from conftest import FAST, merge

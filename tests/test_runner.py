@@ -12,7 +12,7 @@ import yaml
 import dlrun
 from dlrun.config.schema import load_config, validate_config
 from dlrun.core.errors import ConfigError, DataError, DlrunError
-from dlrun.training.callbacks import Callback
+from dlrun.training.state import Callback
 
 
 

@@ -15,7 +15,7 @@ from dlrun.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig, T
 from dlrun.data.tensors import to_split
 from dlrun.model.mlp import build_model
 from dlrun.data.preprocess import Preprocessor
-from dlrun.training.callbacks import Callback
+from dlrun.training.state import Callback
 from dlrun.training.losses import Criterion, balanced_class_weights
 from dlrun.training.schedule import LRSchedule
 from dlrun.training.loop import fit

@@ -21,7 +21,8 @@ from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.training.checkpoint import load_weights, resume_point
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
-from dlrun.training.callbacks import Callback, Checkpoints, MetricsLog
+from dlrun.training.callbacks import Checkpoints, MetricsLog
+from dlrun.training.state import Callback
 from dlrun.config.schema import Config
 from dlrun.data.load import SPLITS, Dataset, load_dataset, resolve_units
 from dlrun.model.device import choose_threads, resolve_device, seeded_threads

@@ -21,7 +21,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.run.record import read_record, write_record
-from dlrun.training.callbacks import Callback, TrainState
+from dlrun.training.state import Callback, TrainState
 from dlrun.config.schema import Config, validate_config
 from dlrun.core.errors import ConfigError, DlrunError
 from dlrun.core.io import write_json, write_text

@@ -1,54 +1,14 @@
-"""The training loop's extension points (TrainState, Callback) and the callbacks: early stopping, files, progress."""
+"""The callbacks: early stopping, files, progress."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
-from torch import nn
 
 from dlrun.training.checkpoint import save_checkpoint
+from dlrun.training.state import Callback, TrainState
 from dlrun.core.io import flush_to_disk, write_csv
-
-@dataclass
-class TrainState:
-    """What callbacks may read (and `stop` they may set) at each hook."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    monitor: str
-    maximise: bool
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_value: float | None = None
-    best_epoch: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    improved: bool = False
-    stop: bool = False
-    stop_reason: str = ""
-    generators: dict[str, torch.Generator] = field(default_factory=dict)  # saved in last.pt, for exact resumption
-    callbacks: list["Callback"] = field(default_factory=list)
-
-
-class Callback:
-    """Hooks into `fit`; each does nothing unless overridden."""
-
-    def on_train_begin(self, state: TrainState) -> None: ...
-
-    def on_epoch_begin(self, state: TrainState) -> None: ...
-
-    def on_epoch_end(self, state: TrainState, row: dict[str, float]) -> None: ...
-
-    def on_train_end(self, state: TrainState) -> None: ...
-
-    def state_dict(self) -> dict:
-        """What a resumed run needs to continue exactly; plain values and tensors only (loaded with weights_only)."""
-        return {}
-
-    def load_state_dict(self, saved: dict) -> None: ...
-
 
 
 class EarlyStopping(Callback):

@@ -14,7 +14,7 @@ from dlrun.core.errors import RunError
 from dlrun.core.io import write_atomic
 
 if TYPE_CHECKING:
-    from dlrun.training.callbacks import TrainState
+    from dlrun.training.state import TrainState
 
 
 CHECKPOINT_VERSION = 1

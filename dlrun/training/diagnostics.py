@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dlrun.training.callbacks import Callback, TrainState
+from dlrun.training.state import Callback, TrainState
 from dlrun.core.io import write_csv
 from dlrun.model.mlp import MLP
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from dlrun.training.augment import batch_augment
-from dlrun.training.callbacks import Callback, EarlyStopping, TrainState
+from dlrun.training.callbacks import EarlyStopping
+from dlrun.training.state import Callback, TrainState
 from dlrun.config.schema import Config
 from dlrun.data.tensors import Split
 from dlrun.model.forward import forward_split

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dlrun.training.callbacks import Callback, TrainState
+from dlrun.training.state import Callback, TrainState
 from dlrun.config.schema import SchedulerConfig
 
 # one_cycle, as in Smith's 1cycle and torch's OneCycleLR defaults: start at peak/25, peak after 30% of the epochs,
