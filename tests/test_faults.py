@@ -12,6 +12,9 @@ Each case is two processes (the killed run, the resume), forked from a server th
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import REPO
 from fault_helpers import run_dlrun
 
 # lr 0.1 on 120 rows: val_loss improves in epochs 1-5, not in 6, improves again in 7 (best.pt's 6th write), then
@@ -104,6 +108,30 @@ def _files(run_dir: Path) -> set[str]:
     return {path.name for path in run_dir.rglob("*") if path.is_file() and not path.name.startswith(".")}
 
 
+# ---- the hook itself -----------------------------------------------------------------------------
+def _write_five_times(tmp_path: Path, kill_at: str) -> subprocess.CompletedProcess:
+    """A process that writes a.txt (with its write number) and b.txt five times each, printing after each write."""
+    script = ("from dlrun.core.io import write_text\n"
+              "for i in range(1, 6):\n"
+              f"    write_text({str(tmp_path / 'a.txt')!r}, str(i)); write_text({str(tmp_path / 'b.txt')!r}, str(i))\n"
+              "    print(i, flush=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DLRUN_TEST_KILL_AT": kill_at}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("moment, left", [("before", "2"), ("after", "3")])
+def test_the_hook_kills_at_the_named_replacement_of_the_named_file(tmp_path, moment, left):
+    result = _write_five_times(tmp_path, f"a.txt:{moment}:3")
+    assert result.returncode == -9 and result.stdout.split() == ["1", "2"]
+    assert (tmp_path / "a.txt").read_text() == left and (tmp_path / "b.txt").read_text() == "2"
+
+
+def test_a_malformed_kill_point_is_refused_not_ignored(tmp_path):
+    result = _write_five_times(tmp_path, "a.txt:during:3")
+    assert result.returncode == 1 and "DLRUN_TEST_KILL_AT='a.txt:during:3'" in result.stderr
+
+
+# ---- kill and resume --------------------------------------------------------------------------------
 def test_the_straight_run_stops_early_after_a_plateau_and_a_new_best(straight):
     """The trajectory the cases rely on: if it changes, the chosen writes no longer hit the moments they name."""
     info = json.loads((straight / "run.json").read_text())
