@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -44,10 +46,50 @@ def test_no_hidden_layers_is_a_linear_model():
     assert model(torch.randn(4, 3))["y"].shape == (4, 1)
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu"])
-def test_every_activation_builds(activation):
-    out = build_model(3, {"y": 2}, ModelConfig(hidden=[4], activation=activation), seed=0)(torch.randn(2, 3))
-    assert torch.isfinite(out["y"]).all()
+def _phi(x: float) -> float:
+    """The standard normal CDF."""
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+# act(-1) + act(2) for each activation, from its definition (leaky_relu with the default slope 0.01).
+ACTIVATION_SUMS = {
+    "relu": 0.0 + 2.0,
+    "leaky_relu": -0.01 + 2.0,
+    "sigmoid": 1 / (1 + math.e) + 1 / (1 + math.exp(-2)),
+    "tanh": math.tanh(-1) + math.tanh(2),
+    "gelu": -1 * _phi(-1) + 2 * _phi(2),
+    "elu": math.exp(-1) - 1 + 2.0,
+}
+
+
+def _linears(model: nn.Module) -> list[nn.Linear]:
+    return [module for module in model.modules() if isinstance(module, nn.Linear)]
+
+
+@pytest.mark.parametrize("activation", list(ACTIVATION_SUMS))
+def test_each_activation_choice_computes_its_function(activation):
+    # One hidden layer of 2 units with identity weights and a head that sums them: the output is act(-1) + act(2).
+    model = build_model(2, {"y": 1}, ModelConfig(hidden=[2], activation=activation, dropout=0.0), seed=0)
+    hidden, head = _linears(model)
+    with torch.no_grad():
+        hidden.weight.copy_(torch.eye(2)), hidden.bias.zero_()
+        head.weight.fill_(1.0), head.bias.zero_()
+    out = model(torch.tensor([[-1.0, 2.0]]))["y"]
+    assert out.item() == pytest.approx(ACTIVATION_SUMS[activation], rel=1e-6)
+
+
+def test_dropout_zeroes_units_in_training_and_scales_the_kept_ones():
+    # One sigmoid unit (always > 0) and a bias-free head: each training-mode output is 0 (the unit dropped) or
+    # 1 / (1 - p) times the evaluation-mode output (kept, and scaled so the expectation is unchanged).
+    model = build_model(3, {"y": 1}, ModelConfig(hidden=[1], activation="sigmoid", dropout=0.25, bias_init="zero"), seed=0)
+    x = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.eval()(x)["y"]
+        torch.manual_seed(0)
+        out = model.train()(x)["y"]
+    dropped = out == 0
+    torch.testing.assert_close(out[~dropped], expected[~dropped] / 0.75)
+    assert 0.22 < dropped.float().mean().item() < 0.28
 
 
 def test_seeded_build_is_identical():

@@ -56,7 +56,18 @@ def test_missing_numeric_values_are_imputed_with_the_train_median():
 
 def test_mean_imputation_when_configured():
     frame = pd.DataFrame({"size": [1.0, np.nan, 3.0, 11.0], "rooms": [1, 2, 3, 4], "city": list("abab"), "price": [1.0, 2, 3, 4]})
-    assert fitted(frame, numeric_impute="mean").numeric_["size"]["fill"] == pytest.approx(5.0)
+    prep = fitted(frame, numeric_impute="mean", scale="none")
+    assert prep.numeric_["size"]["fill"] == pytest.approx(5.0)
+    np.testing.assert_array_equal(prep.transform_features(frame)[:, 0], [1.0, 5.0, 3.0, 11.0])  # the median would give 3
+
+
+@pytest.mark.parametrize("choice, row", [("missing", {"city=a": 0, "city=b": 0, f"city={MISSING}": 1}),
+                                         ("most_frequent", {"city=a": 1, "city=b": 0})])
+def test_each_categorical_imputation_choice_encodes_a_missing_value_its_way(choice, row):
+    frame = pd.DataFrame({"size": [1.0, 2, 3, 4], "rooms": [1, 2, 3, 4], "city": ["a", "a", "b", np.nan], "price": [1.0, 2, 3, 4]})
+    prep = fitted(frame, categorical_impute=choice)
+    encoded = dict(zip(prep.feature_names_, prep.transform_features(frame)[3]))
+    assert {name: value for name, value in encoded.items() if name.startswith("city=")} == row
 
 
 def test_standard_scaling_gives_zero_mean_unit_std_on_train():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import sys
 import uuid
 from pathlib import Path
@@ -137,13 +136,25 @@ def test_two_workers_share_a_postgresql_study(tmp_path, config):
     assert json.loads((sweep_dir / "sweep.json").read_text())["storage"] == url
 
 
-def test_a_trial_whose_machine_went_silent_is_requeued_after_its_heartbeat_goes_stale(tmp_path, config, monkeypatch):
+def _backdate_heartbeat(storage, trial_id: int, seconds: float) -> None:
+    """Move a trial's last heartbeat `seconds` into the past, in the storage itself: no waiting for it to age."""
+    from datetime import timedelta
+
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+    from sqlalchemy import select, update
+
+    this_trial = TrialHeartbeatModel.trial_id == trial_id
+    with storage.engine.begin() as connection:
+        last = connection.execute(select(TrialHeartbeatModel.heartbeat).where(this_trial)).scalar_one()
+        connection.execute(update(TrialHeartbeatModel).where(this_trial).values(heartbeat=last - timedelta(seconds=seconds)))
+
+
+def test_a_trial_whose_machine_went_silent_is_requeued_after_its_heartbeat_goes_stale(tmp_path, config):
     """A worker on another machine cannot be checked by pid: its trial is lost once no heartbeat came for a while."""
     from dlrun.sweeps import study as sweep_study
     from dlrun.config.schema import load_config
     from dlrun.sweeps.driver import distributions, plan_sweep, work
 
-    monkeypatch.setattr(sweep_study, "STALE_AFTER_S", 1)
     cfg = load_config(config, ["search.trials=1"])
     plan = plan_sweep(cfg, tmp_path / "runs")
     storage = open_storage(plan.storage_url)
@@ -152,7 +163,7 @@ def test_a_trial_whose_machine_went_silent_is_requeued_after_its_heartbeat_goes_
         silent = study.ask(distributions(cfg.search.space))
     silent.set_user_attr("worker", {"host": "a-machine-that-died", "pid": 1})
     storage.record_heartbeat(silent._trial_id)
-    time.sleep(1.5)  # its last heartbeat is now older than STALE_AFTER_S
+    _backdate_heartbeat(storage, silent._trial_id, sweep_study.STALE_AFTER_S + 1)  # the machine went silent that long ago
 
     work(plan)  # waits for nothing: the silent trial is stale, failed, re-queued and run here
     trials = trials_of(plan.storage_url, plan.study)

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from dlrun.core import faults
+
 
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", durable: bool = True) -> None:
     """Call `write(fh)` on a temp file beside `path`, then rename it over `path`.
@@ -26,7 +28,9 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", dura
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
+        faults.reached(path, "before")  # test-only: DLRUN_TEST_KILL_AT may kill the process here (core/faults.py)
         os.replace(tmp, path)
+        faults.reached(path, "after")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
