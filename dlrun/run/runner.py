@@ -158,7 +158,8 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
     write_run_info(run_dir, info)
     rows = ready.splits["train"]
-    diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y))
+    diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y),
+                              seed=cfg.seed)
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), diagnostics, Checkpoints(run_dir / "checkpoints")]
     try:
