@@ -11,8 +11,6 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
-import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
-# it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
 from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_run_info, write_config, write_run_info
