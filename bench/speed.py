@@ -1,6 +1,6 @@
 """How fast is dlrun? Median CPU epoch time against three baselines, and whole `dlrun` processes stage by stage.
 
-    python bench/speed.py [--epochs N] [--repeats N] [--quick] [--threads N] [--startup-only]
+    python bench/speed.py [--epochs N] [--repeats N] [--quick] [--threads N]
 
 The task (issue 3, item 12): 10,000 training rows x 10 features of seeded random regression data, an MLP
 10 -> 64 -> 32 -> 16 -> 1 with ReLU, Adam (lr 1e-3, no weight decay), batch 32, CPU. Compared:
@@ -28,11 +28,7 @@ The second table runs the real CLI in subprocesses (median of --repeats runs, th
 one text column, default model, 10 epochs) and `dlrun predict` on those 100,000 rows. run.json's `seconds` gives
 the stages inside the process; start-up and exit (imports, config, summary) is the rest of the wall time.
 
-Start-up (issue 12, item 6): from process start to the moment `dlrun train configs/salary.yaml` enters the training
-loop (imports, config, data, preprocessing, model), as a ratio to `python -c "import torch"`, the floor any dlrun
-process pays. The child process reads time.perf_counter (CLOCK_MONOTONIC, shared by every process on Linux) when fit
-is called, through a wrapper this bench installs (STARTUP_PROBE); dlrun itself has no timing hook.
---startup-only prints that line alone.
+The last line is start-up against the torch import (bench/startup.py, which also runs on its own).
 """
 
 from __future__ import annotations
@@ -66,27 +62,13 @@ from dlrun.data.preprocess import Preprocessor
 from dlrun.run.runner import resolve
 from dlrun.training.callbacks import Callback
 from dlrun.training.loop import fit
+from startup import startup_line  # bench/startup.py, beside this script
 
 N_TRAIN, N_VAL, N_TEST, N_FEATURES = 10_000, 2_000, 100, 10
 N_BIG, BIG_EPOCHS = 100_000, 10
 SEED = 0
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"hidden": [64, 32, 16], "batch_size": 32}
-STARTUP_LIMIT = 1.5  # start-up of `dlrun train configs/salary.yaml` / `python -c "import torch"` (issue 12, item 6)
-# Runs the `dlrun` command line given as arguments, printing on stderr the monotonic clock when the training loop
-# starts. fit is wrapped before dlrun.run.runner imports it; the imports it pulls in are the command's own.
-STARTUP_PROBE = """
-import sys, time
-import dlrun.training.loop as loop
-untimed_fit = loop.fit
-def fit(*args, **kwargs):
-    print(f"fit-entered-at {time.perf_counter()!r}", file=sys.stderr, flush=True)
-    return untimed_fit(*args, **kwargs)
-loop.fit = fit
-from dlrun.cli import main
-sys.argv = ["dlrun", *sys.argv[1:]]
-main()
-"""
 # (b) and (d) again in other regimes: bigger batches (fewer, larger steps) and a wider model (matmul-bound).
 REGIMES = [
     {"hidden": [64, 32, 16], "batch_size": 256},
@@ -259,36 +241,6 @@ def median_wall(command: list[str], repeats: int) -> float:
     return statistics.median(seconds)
 
 
-def startup_seconds(config: str, runs_dir: Path) -> float:
-    """Seconds from spawning `dlrun train CONFIG` to its training loop starting."""
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, "train", config, "--runs-dir", str(runs_dir)],
-                          cwd=REPO, capture_output=True, text=True, check=True)
-    marks = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("fit-entered-at ")]
-    if len(marks) != 1:
-        raise RuntimeError(f"the start-up probe saw {len(marks)} calls of fit (has dlrun.run.runner stopped calling "
-                           f"dlrun.training.loop.fit?); stderr:\n{done.stderr[-2000:]}")
-    return float(marks[0]) - start
-
-
-def startup_line(repeats: int) -> str:
-    """Start-up against the torch import, each repeat one of each back to back so both see the same load; the
-    ratio is the median of the repeats' ratios (after one untimed pair that warms the file cache)."""
-    pairs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(repeats + 1):
-            startup = startup_seconds("configs/salary.yaml", Path(tmp) / str(i))
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "import torch"], check=True)
-            pairs.append((startup, time.perf_counter() - start))
-    pairs = pairs[1:]
-    ratio = statistics.median(startup / torch_seconds for startup, torch_seconds in pairs)
-    startup, torch_seconds = (statistics.median(column) for column in zip(*pairs))
-    return (f"start-up of `dlrun train configs/salary.yaml` (process start to the training loop) {startup:.3f}s vs "
-            f"`python -c 'import torch'` {torch_seconds:.3f}s (medians of {repeats} pairs): {ratio:.2f}x "
-            f"(target: at most {STARTUP_LIMIT}x) {'ok' if ratio <= STARTUP_LIMIT else 'OVER'}")
-
-
 def train_process(args: list[str], runs_dir: Path, repeats: int) -> dict[str, float]:
     """`dlrun train ARGS` in a subprocess `repeats` times: median wall time and median stage times from run.json."""
     runs = []
@@ -341,13 +293,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each whole-process command (default 3)")
     parser.add_argument("--quick", action="store_true", help="2 timed epochs, 1 for the extra regimes, 1 run per process; a smoke test")
     parser.add_argument("--threads", type=int, default=1, help="torch (and BLAS) threads for every method (default 1)")
-    parser.add_argument("--startup-only", action="store_true", help="measure and print only the start-up ratio")
     args = parser.parse_args()
     if args.epochs < 1 or args.threads < 1 or args.repeats < 1:
         parser.error("--epochs, --repeats and --threads must be at least 1")
-    if args.startup_only:
-        print(startup_line(max(args.repeats, 5)))
-        return
     epochs = 2 if args.quick else args.epochs
     extra_epochs = 1 if args.quick else max(1, epochs // 2)
     repeats = 1 if args.quick else args.repeats
