@@ -27,6 +27,8 @@ The second table runs the real CLI in subprocesses (median of --repeats runs, th
 `dlrun train configs/salary.yaml` as shipped, `dlrun train` on a generated 100,000-row CSV (8 numeric columns and
 one text column, default model, 10 epochs) and `dlrun predict` on those 100,000 rows. run.json's `seconds` gives
 the stages inside the process; start-up and exit (imports, config, summary) is the rest of the wall time.
+
+The last line is start-up against the torch import (bench/startup.py, which also runs on its own).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from dlrun.data.preprocess import Preprocessor
 from dlrun.run.runner import resolve
 from dlrun.training.callbacks import Callback
 from dlrun.training.loop import fit
+from startup import startup_line  # bench/startup.py, beside this script
 
 N_TRAIN, N_VAL, N_TEST, N_FEATURES = 10_000, 2_000, 100, 10
 N_BIG, BIG_EPOCHS = 100_000, 10
@@ -120,7 +123,7 @@ def dlrun_setup(csv: Path, hidden: list[int], batch_size: int, epochs: int, fast
 class Interleaved(Callback):
     """Times fit's epochs and, after each, one epoch of every baseline, so all methods run under the same load of a
     shared machine. A dlrun epoch is the wall time from the end of the previous epoch's baselines to this epoch's
-    end: everything fit does per epoch (training, validation scoring with torchmetrics, best-weight copy) plus the
+    end: everything fit does per epoch (training, validation scoring, best-weight copy) plus the
     callbacks before this one."""
 
     def __init__(self, baselines: dict[str, Callable[[], float]]):
@@ -348,6 +351,7 @@ def main() -> None:
         big_run = next((Path(tmp) / "big" / "0").iterdir())
         predict_wall, predict_library = predict_process(big_run, big_csv, Path(tmp) / "predictions.csv", repeats)
 
+    startup = startup_line(5)
     help_seconds = median_wall([sys.executable, "-m", "dlrun", "--help"], 5)
     torch_seconds = median_wall([sys.executable, "-c", "import torch"], 5)
 
@@ -359,7 +363,7 @@ def main() -> None:
           "after one of dlrun's so they share the machine's load; "
           "train loss = last epoch's mean batch MSE on the standardised target")
     print(f"`dlrun train` with train.threads unset would use {' or '.join(map(str, sorted(auto)))} thread(s) for these rows")
-    print("(d) time = fit's epoch: training + per-epoch validation scoring with torchmetrics + best-weight copy; "
+    print("(d) time = fit's epoch: training + per-epoch validation scoring + best-weight copy; "
           "fit is called without runner's file callbacks except in the row that says so\n")
     header = f"{'method':<31}{'batch':>6}  {'hidden':<12}{'s/epoch':>9}{'train loss':>12}  note"
     print(header)
@@ -383,6 +387,7 @@ def main() -> None:
           "dlrun.predict (read, preprocess, forward, write the CSV)")
     print(f"\n`dlrun --help` {help_seconds:.3f}s vs `python -c 'import torch'` {torch_seconds:.3f}s (median of 5): "
           f"{help_seconds / torch_seconds:.2f} of the torch import (target: under 0.25)")
+    print(startup)
     print("\nNoisy: a 2-core machine that may be running other work; compare ratios within one run.")
 
 

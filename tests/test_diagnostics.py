@@ -25,7 +25,8 @@ def prepared(csv, **sections):
 
 def diagnostics_for(ready, path):
     train = ready.splits["train"]
-    return Diagnostics(path, train.X, train.y, ready.splits["val"].X, Criterion(ready.prep, ready.cfg.train, train.y))
+    return Diagnostics(path, train.X, train.y, ready.splits["val"].X, Criterion(ready.prep, ready.cfg.train, train.y),
+                       seed=ready.cfg.seed)
 
 
 def test_training_results_are_identical_with_and_without_diagnostics(regression_csv, tmp_path):
@@ -91,10 +92,10 @@ def test_dead_units_are_counted_on_the_validation_batch(regression_csv, tmp_path
 
 def test_a_small_validation_split_is_topped_up_with_training_rows_for_dead_units(tmp_path):
     train_X, val_X = torch.arange(1000.0).reshape(500, 2), -torch.ones(3, 2)
-    callback = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, val_X, lambda out, y: out.sum())
+    callback = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, val_X, lambda out, y: out.sum(), seed=0)
     assert len(callback.val_X) == 256 and (callback.val_X[:3] == -1).all()  # every validation row, then training rows
     assert set(callback.val_X[3:, 0].tolist()) <= set(train_X[:, 0].tolist())
-    full = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, train_X, lambda out, y: out.sum())
+    full = Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, train_X, lambda out, y: out.sum(), seed=0)
     assert torch.equal(full.val_X, train_X[:256])  # enough validation rows: validation rows only
 
 
@@ -191,3 +192,14 @@ def test_a_frozen_layer_has_no_gradient_and_no_warning(regression_csv, tmp_path)
     assert diagnose(frame) == []
     nan_weights = frame.assign(weight_norm=[math.nan] + list(frame["weight_norm"][1:]))
     assert diagnose(nan_weights)[0].startswith("gradients exploded: layer 1 has a non-finite gradient or weight at epoch 1")
+
+
+def test_the_diagnostic_batch_is_drawn_from_the_runs_seed(tmp_path):
+    train_X = torch.arange(1000.0).reshape(500, 2)
+
+    def batch(seed):
+        return Diagnostics(tmp_path / "d.csv", train_X, {"y": torch.zeros(500, 1)}, train_X, lambda out, y: out.sum(),
+                           seed=seed).train_X
+
+    assert torch.equal(batch(3), batch(3))  # reproducible from the seed
+    assert not torch.equal(batch(3), batch(4))  # and not the same batch for every run

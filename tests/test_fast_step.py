@@ -275,3 +275,48 @@ def test_fast_step_on_cuda_matches_autograd(prepared):
         fast, _ = _trajectory(prepared, heads, sections, True, cuda)
         general, _ = _trajectory(prepared, heads, sections, False, cuda)
         _assert_same_steps(fast, general)
+
+
+FALLBACK_CONFIG = {"seed": 2, "device": "cpu", "data": {"dataset": "synthetic", "synthetic": {"n_samples": 300}},
+                   "model": {"hidden": [16, 8], "activation": "relu"}, "optimizer": {"name": "adam"},
+                   "train": {"epochs": 3}}
+
+
+def _fallback_run(tmp_path):
+    run = train(validate_config(FALLBACK_CONFIG), tmp_path / "runs")
+    return run, json.loads((run.run_dir / "run.json").read_text())["train_step"]
+
+
+def test_a_torch_without_the_fused_adam_kernel_trains_on_autograd_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.delattr(torch, "_fused_adam_")  # an older torch; torch.optim's fused Adam cannot run either
+    run, step = _fallback_run(tmp_path)
+    assert step["path"] == "general" and "torch._fused_adam_" in step["reason"]
+    assert run.epochs_run == 3
+
+
+def test_a_fused_kernel_without_a_cpu_implementation_trains_on_autograd(tmp_path, monkeypatch):
+    def no_cpu_kernel(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::_fused_adam_' with arguments from the 'CPU' backend.")
+
+    monkeypatch.setattr(torch, "_fused_adam_", no_cpu_kernel)  # torch before 2.4 had the op for CUDA only
+    run, step = _fallback_run(tmp_path)
+    assert step["path"] == "general" and "cannot run torch._fused_adam_ on cpu" in step["reason"]
+    assert run.epochs_run == 3
+
+
+@pytest.mark.parametrize("op, activation", [("threshold_backward", "relu"), ("gelu_backward", "gelu"),
+                                            ("nll_loss_backward", "relu")])
+def test_a_missing_private_aten_op_sends_the_run_to_autograd(prepared, monkeypatch, op, activation):
+    import dlrun.training.fast_step as fast_step
+
+    class AtenWithout:  # torch.ops.aten as a torch lacking `op` would have it
+        def __getattr__(self, name):
+            if name == op:
+                raise AttributeError(name)
+            return getattr(torch.ops.aten, name)
+
+    monkeypatch.setattr(fast_step, "aten", AtenWithout())
+    cfg, ready = _config(prepared, "both", {"model": {"activation": activation}}, True)
+    model = build_model(len(ready.prep.feature_names_), ready.prep.output_sizes(), cfg.model, cfg.seed)
+    assert unsupported(model, cfg) == f"torch {torch.__version__} lacks aten.{op}"
+    assert isinstance(make_step(model, cfg, Criterion(ready.prep, cfg.train, ready.splits["train"].y), CPU), AutogradStep)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.core.io import read_json, write_atomic, write_csv, write_json, write_text
+from dlrun.core.io import flush_to_disk, read_json, write_atomic, write_csv, write_json, write_text
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -69,3 +69,56 @@ def test_write_csv_has_no_index_column(tmp_path):
     frame = pd.DataFrame({"a": [1.5, math.pi], "b": ["x", "y"]})
     write_csv(tmp_path / "f.csv", frame)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "f.csv"), frame)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_atomic_write_takes_its_mode_from_the_umask_without_setting_it(tmp_path, monkeypatch, mask):
+    # The umask is process-wide: setting it (even to read it) races every other thread that creates a file.
+    previous = os.umask(mask)
+    try:
+        def umask_forbidden(_):
+            raise AssertionError("write_atomic changed the process umask")
+
+        monkeypatch.setattr(os, "umask", umask_forbidden)
+        write_text(tmp_path / "atomic.txt", "x")
+    finally:
+        monkeypatch.undo()
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "atomic.txt").st_mode) == 0o666 & ~mask
+
+
+def fsynced_kinds(monkeypatch) -> list[str]:
+    """Record what each os.fsync call syncs: "file" or "dir"."""
+    kinds, real_fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return kinds
+
+
+def test_durable_write_fsyncs_the_file_then_the_directory_holding_the_rename(tmp_path, monkeypatch):
+    kinds = fsynced_kinds(monkeypatch)
+    write_text(tmp_path / "run.json", "{}")
+    assert kinds == ["file", "dir"]
+
+
+def test_fast_write_fsyncs_nothing_until_flushed(tmp_path, monkeypatch):
+    kinds = fsynced_kinds(monkeypatch)
+    write_csv(tmp_path / "metrics.csv", pd.DataFrame({"x": [1]}), durable=False)
+    assert kinds == []
+    flush_to_disk(tmp_path / "metrics.csv")
+    assert kinds == ["file", "dir"]
+
+
+def test_atomic_write_skips_a_temp_name_left_behind_by_a_crash(tmp_path, monkeypatch):
+    import secrets
+
+    draws = iter(["00000000", "11111111"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(draws))
+    (tmp_path / ".a.txt.00000000.tmp").write_text("from a crashed writer")
+    write_text(tmp_path / "a.txt", "new")
+    assert (tmp_path / "a.txt").read_text() == "new"
+    assert (tmp_path / ".a.txt.00000000.tmp").read_text() == "from a crashed writer"

@@ -116,10 +116,93 @@ def test_direction_of_each_metric(metric, maximised):
     assert is_maximised(metric) is maximised
 
 
-def test_serving_predictions_does_not_import_torchmetrics():
-    """Importing torchmetrics costs about 1.4 s of every process; `dlrun predict` computes no metric."""
+def test_training_and_serving_import_no_heavy_library_they_do_not_use():
+    """torchmetrics (1.4-2 s: it loads scipy.signal and matplotlib), scipy, matplotlib, optuna and scikit-learn stay out
+    of `dlrun train` and `dlrun predict` up to the first epoch: start-up pays for torch and pandas only."""
     import subprocess
     import sys
 
-    code = "import sys, dlrun.cli, dlrun.inference.batch; print('torchmetrics' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    heavy = ["torchmetrics", "scipy", "matplotlib", "optuna", "sklearn", "imblearn"]
+    code = ("import sys, dlrun.cli.commands, dlrun.run.runner, dlrun.inference.batch; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def sklearn_classification(true, pred, proba, present):
+    """scikit-learn's answer for each metric dlrun records; AUROC is one-vs-rest over the classes present in `true`."""
+    aurocs = [skm.roc_auc_score(true == k, proba[:, k]) for k in present] if len(present) >= 2 else []
+    return {
+        "accuracy": skm.accuracy_score(true, pred),
+        "precision_macro": skm.precision_score(true, pred, average="macro", zero_division=0),
+        "recall_macro": skm.recall_score(true, pred, average="macro", zero_division=0),
+        "f1_macro": skm.f1_score(true, pred, average="macro", zero_division=0),
+        "auroc": float(np.mean(aurocs)) if len(aurocs) >= 2 else float("nan"),
+    }
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_every_classification_metric_equals_sklearn_with_ties_and_missing_classes(seed):
+    rng = np.random.default_rng(100 + seed)
+    n_classes, n_rows = int(rng.integers(2, 7)), int(rng.integers(5, 400))
+    y = rng.integers(0, n_classes, n_rows)
+    if seed % 2:  # a class absent from the truth (and maybe predicted), or never predicted
+        y[y == n_classes - 1] = 0
+    logits = rng.normal(size=(n_rows, n_classes)) + 1.0 * np.eye(n_classes)[y]
+    if seed % 4 < 2:  # coarse logits: many rows share a probability, so the ROC curve has tied steps
+        logits = np.round(logits * 2) / 2
+    if seed == 4:
+        logits[:, 1] = -50.0  # class 1 is never predicted
+    logits = torch.tensor(logits, dtype=torch.float32)
+    got = score({"y": logits}, {"y": torch.tensor(y)}, class_prep(n_classes))["y"]
+    proba = logits.softmax(1).numpy()  # the float32 probabilities dlrun ranks
+    expected = sklearn_classification(y, logits.argmax(1).numpy(), proba, sorted(set(y.tolist())))
+    assert got == pytest.approx(expected, abs=1e-6, nan_ok=True)
+
+
+def test_auroc_counts_a_tie_between_a_positive_and_a_negative_as_half():
+    logits = torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 2.0]])  # rows 0 and 1 tie, one of each class
+    y = torch.tensor([1, 0, 0, 1])
+    # class 1 scores: positives {1, 2}, negatives {1, 0}: pairs (1>0 yes, 1=1 half, 2>1 yes, 2>0 yes) = 3.5 / 4
+    assert score({"y": logits}, {"y": y}, class_prep(2))["y"]["auroc"] == pytest.approx(0.875, abs=1e-12)
+    assert skm.roc_auc_score(y.numpy(), logits.softmax(1)[:, 1].numpy()) == pytest.approx(0.875)
+
+
+def test_auroc_is_undefined_with_one_class_in_the_truth_or_diverged_outputs():
+    y = torch.tensor([0, 0, 0])
+    assert np.isnan(score({"y": torch.randn(3, 3)}, {"y": y}, class_prep(3))["y"]["auroc"])
+    y = torch.tensor([0, 1, 2])
+    assert np.isnan(score({"y": torch.full((3, 3), float("nan"))}, {"y": y}, class_prep(3))["y"]["auroc"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_confusion_matrix_equals_sklearn_with_missing_classes(seed):
+    rng = np.random.default_rng(seed)
+    n_classes = 5
+    y = rng.integers(0, 3, 60)  # classes 3 and 4 never occur in the truth
+    logits = torch.tensor(rng.normal(size=(60, n_classes)), dtype=torch.float32)
+    got = confusion(logits, torch.tensor(y), n_classes)
+    assert got.dtype == torch.int64
+    np.testing.assert_array_equal(got.numpy(), skm.confusion_matrix(y, logits.argmax(1).numpy(), labels=range(n_classes)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_regression_metrics_equal_sklearn_to_1e_6(seed):
+    rng = np.random.default_rng(seed)
+    y_units = rng.normal(20, 7, int(rng.integers(2, 300)))
+    prep = regression_prep(y_units)
+    scaled_y = prep.transform_targets(pd.DataFrame({"y": y_units}))["y"]
+    scaled_pred = (scaled_y + rng.normal(0, 0.5, len(y_units))).astype(np.float32)
+    got = score({"y": torch.tensor(scaled_pred).unsqueeze(1)}, {"y": torch.tensor(scaled_y)}, prep)["y"]
+    true = prep.inverse_regression("y", np.asarray(scaled_y, dtype=np.float64))
+    pred = prep.inverse_regression("y", scaled_pred.astype(np.float64))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(true, pred), rel=1e-9)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(true, pred)), rel=1e-9)
+    assert got["r2"] == pytest.approx(skm.r2_score(true, pred), abs=1e-6)
+
+
+def test_r2_of_a_constant_truth_is_one_when_exact_else_zero_as_in_sklearn():
+    prep = regression_prep(np.array([1.0, 2.0, 3.0]))
+    flat = torch.zeros(4)
+    assert score({"y": flat.unsqueeze(1)}, {"y": flat}, prep)["y"]["r2"] == 1.0 == skm.r2_score(flat, flat)
+    off = torch.tensor([0.0, 1.0, 0.0, 0.0])
+    assert score({"y": off.unsqueeze(1)}, {"y": flat}, prep)["y"]["r2"] == 0.0 == skm.r2_score(flat, off)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,14 +16,14 @@ from dlrun.core import faults
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", durable: bool = True) -> None:
     """Call `write(fh)` on a temp file beside `path`, then rename it over `path`.
 
-    The rename alone keeps readers and crashes from seeing half a file; `durable` also fsyncs so the file survives a
-    power cut. Files rewritten every epoch skip that (it costs milliseconds), as the next epoch rewrites them anyway.
+    The rename alone keeps readers and crashes from seeing half a file; `durable` also fsyncs the file and then its
+    directory (which holds the rename), so the new file survives a power cut. Files rewritten every epoch skip that (it
+    costs milliseconds), as the next epoch rewrites them anyway.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp, fd = _create_temp(path)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file owner-only; give it ordinary permissions
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -32,20 +33,49 @@ def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", dura
         os.replace(tmp, path)
         faults.reached(path, "after")
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync_directory(path.parent)
 
 
 def flush_to_disk(path: Path) -> None:
-    """fsync a file written with durable=False, once its last version is in place."""
+    """fsync a file written with durable=False, once its last version is in place, and the rename that put it there."""
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
+    _fsync_directory(Path(path).parent)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """A new, empty temp file beside `path` and its descriptor open for writing.
+
+    Created with mode 0o666 so the kernel applies the umask exactly as for any file this process makes: the run's
+    files get the user's ordinary permissions. (tempfile.mkstemp creates 0o600, and widening that afterwards needs the
+    umask, which can only be read by setting it: a process-wide change that races other threads' file creation.)
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue  # a name left by a crash or taken by another writer: draw another
+    raise FileExistsError(f"no free temp file name beside {path}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename inside `directory` durable. Where directories cannot be opened or fsynced (Windows, some network
+    file systems) there is nothing more to do."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_text(path: Path, text: str) -> None:

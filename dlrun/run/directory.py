@@ -53,7 +53,7 @@ def environment() -> dict[str, Any]:
     from dlrun import __version__
 
     versions = {"python": platform.python_version(), "dlrun": __version__}
-    for package in ("torch", "numpy", "pandas", "torchmetrics", "pydantic"):
+    for package in ("torch", "numpy", "pandas", "pydantic"):
         try:  # read from package metadata: importing a library just for its version would slow every run
             versions[package] = version(package)
         except PackageNotFoundError:

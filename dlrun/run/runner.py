@@ -11,8 +11,6 @@ from typing import Any, Iterator, Sequence
 
 import pandas as pd
 import torch
-import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
-# it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
 from dlrun.run import layout
@@ -168,7 +166,7 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     write_record(run_dir, record)
     rows = ready.splits["train"]
     diagnostics = Diagnostics(run_dir / layout.DIAGNOSTICS, rows.X, rows.y, ready.splits["val"].X,
-                              Criterion(ready.prep, cfg.train, rows.y))
+                              Criterion(ready.prep, cfg.train, rows.y), seed=cfg.seed)
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
     loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
                       Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]

@@ -30,7 +30,7 @@ from dlrun.metrics.names import is_maximised
 from dlrun.sweeps.summary import SweepSummary, summarise
 from dlrun.config.search import Dimension, SearchConfig, key_problem
 from dlrun.sweeps.trials import base_config, fingerprint, trial_config, trial_run_dir
-from dlrun.sweeps.study import claim_lock, display_url, heartbeat, lose_trial, next_step, open_storage, open_study, optuna_quiet, reap_dead_workers, sqlite_url, worker_id
+from dlrun.sweeps.study import claim_lock, display_url, heartbeat, lose_trial, next_step, open_storage, open_study, optuna_logs_quiet, optuna_quiet, reap_dead_workers, sqlite_url, worker_id
 
 # Seconds a worker with nothing to run waits before looking again: a running trial elsewhere may yet be lost.
 POLL_S = 2.0
@@ -181,6 +181,7 @@ def mark_lost_run(sweep_dir: Path) -> Callable[[FrozenTrial, str], None]:
     return mark
 
 
+@optuna_logs_quiet()
 def work(plan: SweepPlan, callbacks: Sequence[Callback] = (), report: Callable[[TrialResult], None] | None = None) -> None:
     """One worker: take the next trial under the claim lock, train it, record it; until the study has its trials."""
     cfg = validate_config(yaml.safe_load(plan.config_yaml), source="sweep config")

@@ -32,7 +32,18 @@ STALE_AFTER_S = 60
 SQLITE_BUSY_TIMEOUT_S = 120
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # each trial is reported by dlrun, not by optuna's logger
+
+
+@contextmanager
+def optuna_logs_quiet() -> Iterator[None]:
+    """Keep optuna's logger to warnings while a sweep runs (each trial is reported by dlrun, not by optuna's INFO
+    lines), and give it back as it was: importing dlrun changes no other library's settings. Also a decorator."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 @contextmanager
@@ -88,7 +99,8 @@ def display_url(url: str) -> str:
 
 def open_study(storage: RDBStorage, name: str, direction: str, fingerprint: dict[str, Any]) -> optuna.Study:
     """Create the study or join it; joining one started from a different config is a ConfigError."""
-    study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
+    with optuna_logs_quiet():
+        study = optuna.create_study(storage=storage, study_name=name, direction=direction, load_if_exists=True)
     started_with = study.user_attrs.get("config")
     if started_with is None:
         study.set_user_attr("config", fingerprint)

@@ -41,10 +41,10 @@ class Diagnostics(Callback):
     """
 
     def __init__(self, path: Path, train_X: torch.Tensor, train_y: dict[str, torch.Tensor], val_X: torch.Tensor,
-                 loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor]):
+                 loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor]], torch.Tensor], *, seed: int):
         self.path = Path(path)
-        # Fixed rows drawn with their own generator: the global RNG that dropout uses is untouched.
-        rows = torch.randperm(len(train_X), generator=torch.Generator().manual_seed(0))[:DIAGNOSTIC_ROWS].to(train_X.device)
+        # Fixed rows drawn from the run's seed with their own generator: the global RNG that dropout uses is untouched.
+        rows = torch.randperm(len(train_X), generator=torch.Generator().manual_seed(seed))[:DIAGNOSTIC_ROWS].to(train_X.device)
         self.train_X, self.train_y = train_X[rows], {t: v[rows] for t, v in train_y.items()}
         # A small validation split is topped up with training rows: on a handful of rows many healthy units are
         # silent by chance, and a unit silent on the training rows too gets no gradient, dead indeed.

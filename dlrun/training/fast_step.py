@@ -23,10 +23,19 @@ from torch import nn
 
 from dlrun.config.schema import Config, OptimizerConfig
 from dlrun.model.mlp import MLP
-from dlrun.training.flat_optim import FlatOptimizer
+from dlrun.training.flat_optim import FlatOptimizer, missing_kernel
 from dlrun.training.losses import Criterion
 
 aten = torch.ops.aten
+# The private ops the step calls beyond public torch, besides each activation's backward (ACTIVATION_BACKWARD) and the
+# optimizer's fused kernel (flat_optim.KERNELS). torch does not promise them across releases: where one is missing
+# the run trains on autograd and run.json says why, instead of the run crashing.
+PRIVATE_OPS = ("aten.mse_loss", "aten.mse_loss_backward", "aten.nll_loss_forward", "aten.nll_loss_backward",
+               "torch._log_softmax_backward_data", "torch.native_dropout", "torch._foreach_norm", "torch._foreach_mul_",
+               "torch._foreach_add_")
+ACTIVATION_BACKWARD = {nn.ReLU: "aten.threshold_backward", nn.LeakyReLU: "aten.leaky_relu_backward",
+                       nn.Tanh: "aten.tanh_backward", nn.Sigmoid: "aten.sigmoid_backward",
+                       nn.GELU: "aten.gelu_backward", nn.ELU: "aten.elu_backward"}
 
 
 def activation_functions(module: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]:
@@ -65,10 +74,19 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
     if any(p.device.type not in ("cpu", "cuda") for p in model.parameters()):
         return "a device other than cpu or cuda (no fused optimizer kernels)"
     try:
-        _trunk_layers(model.hidden_layers())
+        layers = _trunk_layers(model.hidden_layers())
     except ValueError as exc:
         return str(exc)
-    return None
+    activations = {ACTIVATION_BACKWARD[type(activation)] for _, activation, _ in layers}
+    missing = [op for op in (*PRIVATE_OPS, *sorted(activations)) if not _has_op(op)]
+    if missing:
+        return f"torch {torch.__version__} lacks {', '.join(missing)}"
+    return missing_kernel(cfg.optimizer.name, next(p for p in model.parameters() if p.requires_grad).device)
+
+
+def _has_op(op: str) -> bool:
+    namespace, name = op.split(".")
+    return hasattr(aten if namespace == "aten" else torch, name)
 
 
 @dataclass

@@ -16,6 +16,29 @@ from dlrun.config.schema import OptimizerConfig
 
 # torch.optim's defaults, which the general path uses too.
 ADAM_BETAS, ADAM_EPS, RMSPROP_EPS = (0.9, 0.999), 1e-8, 1e-8
+# The private fused kernel each optimizer calls (RMSprop uses public tensor ops only).
+KERNELS = {"adam": "_fused_adam_", "adamw": "_fused_adamw_", "sgd": "_fused_sgd_"}
+
+
+def missing_kernel(name: str, device: torch.device) -> str | None:
+    """Why this torch cannot run optimizer `name`'s fused kernel on `device` (it lacks the kernel, or has none for
+    that device), or None when it can. Tried on a one-element tensor: the kernels are private, so an older or
+    differently built torch may lack one without any version number saying so."""
+    kernel = KERNELS.get(name)
+    if kernel is None:
+        return None
+    if not hasattr(torch, kernel):
+        return f"torch {torch.__version__} has no torch.{kernel} (the fused {name} kernel)"
+    flat = torch.zeros(1, device=device)
+    flat.grad = torch.zeros(1, device=device)
+    probe = FlatOptimizer([{"params": [flat], "lr": 0.0, "weight_decay": 0.0}],
+                          OptimizerConfig(name=name, momentum=0.0))
+    try:
+        probe.step()
+    except (RuntimeError, NotImplementedError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"torch {torch.__version__} cannot run torch.{kernel} on {device.type} ({reason})"
+    return None
 
 
 class FlatOptimizer:

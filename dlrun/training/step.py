@@ -9,6 +9,7 @@ from torch import nn
 
 from dlrun.config.schema import Config, OptimizerConfig
 from dlrun.training.fast_step import FastStep, unsupported
+from dlrun.training.flat_optim import missing_kernel
 from dlrun.training.losses import Criterion
 
 
@@ -18,8 +19,8 @@ def make_optimizer(model: nn.Module, cfg: OptimizerConfig, device: torch.device,
 
 def optimizer_over(groups: list[dict[str, Any]], cfg: OptimizerConfig, device: torch.device) -> torch.optim.Optimizer:
     """The configured torch optimizer over parameter groups."""
-    # The fused kernels update every parameter in one call instead of one small op per tensor.
-    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
+    # The fused kernels update every parameter in one call instead of one small op per tensor (where this torch has them).
+    fused = {"fused": True} if device.type in ("cpu", "cuda") and missing_kernel(cfg.name, device) is None else {}
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, **fused)
     if cfg.name == "adamw":
