@@ -55,11 +55,10 @@ def train(
         if resume is not None and (set_ or device):
             raise ConfigError("--set and --device cannot change a resumed run: it continues with its own config.yaml")
         cfg = load_config(config, set_, device) if config else None  # before heavy imports: mistakes show at once
-        from dlrun.run.directory import open_run_files
         from dlrun.training.callbacks import RichProgress
-        from dlrun.run.runner import resume as resume_run, train as train_run
+        from dlrun.run.runner import resumable_config, resume as resume_run, train as train_run
 
-        epochs = (cfg or open_run_files(resume).cfg).train.epochs
+        epochs = (cfg or resumable_config(resume)).train.epochs
         with RichProgress(epochs) as progress:
             return train_run(cfg, runs_dir, callbacks=[progress]) if cfg else resume_run(resume, callbacks=[progress])
 

@@ -90,20 +90,30 @@ class SavedRun:
     prep: Preprocessor
 
 
-def open_run_files(run_dir: Path) -> SavedRun:
-    """Load and check config.yaml and preprocess.json; raises RunError naming what is wrong."""
+def read_config(run_dir: Path) -> Config:
+    """A run directory's resolved config.yaml; raises RunError naming what is wrong."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run directory not found: {run_dir}")
-    for required in (layout.CONFIG, layout.PREPROCESS):
-        if not (run_dir / required).is_file():
-            raise RunError(f"{run_dir} is not a dlrun run: {required} is missing")
+    if not (run_dir / layout.CONFIG).is_file():
+        raise RunError(f"{run_dir} is not a dlrun run: {layout.CONFIG} is missing")
     try:
         raw = yaml.safe_load((run_dir / layout.CONFIG).read_text())
-        prep_state = read_json(run_dir / layout.PREPROCESS)
     except (yaml.YAMLError, ValueError) as exc:
-        raise RunError(f"{run_dir} has a damaged {layout.CONFIG} or {layout.PREPROCESS} ({exc})") from None
-    cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / layout.CONFIG))
+        raise RunError(f"{run_dir} has a damaged {layout.CONFIG} ({exc})") from None
+    return validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / layout.CONFIG))
+
+
+def open_run_files(run_dir: Path) -> SavedRun:
+    """Load and check config.yaml and preprocess.json; raises RunError naming what is wrong."""
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir)
+    if not (run_dir / layout.PREPROCESS).is_file():
+        raise RunError(f"{run_dir} is not a dlrun run: {layout.PREPROCESS} is missing")
+    try:
+        prep_state = read_json(run_dir / layout.PREPROCESS)
+    except ValueError as exc:
+        raise RunError(f"{run_dir} has a damaged {layout.PREPROCESS} ({exc})") from None
     return SavedRun(cfg, Preprocessor.from_dict(prep_state))
 
 

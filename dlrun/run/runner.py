@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from dlrun.run import layout
-from dlrun.run.directory import create_run_dir, environment, now, open_run_files, write_config
+from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_config, write_config
 from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.training.checkpoint import load_weights, resume_point
@@ -112,33 +112,23 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
     with hold_run_lock(run_dir):
-        record = RunRecord(status="running", started=now(), ended=None, name=ready.cfg.name,
-                           data_source=ready.cfg.data.dataset or ready.cfg.data.path, seed=ready.cfg.seed,
-                           device=str(ready.device), **environment(), data=ready.summary, notes=notes, score_test=score_test,
-                           seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
-        write_record(run_dir, record)  # first: whatever happens next, the directory says it is a run and how it went
-        try:
-            write_config(run_dir, ready.cfg)
-            write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
-        except BaseException as exc:
-            _record_failure(run_dir, record, exc)
-            raise
-        return _execute(ready, run_dir, record, callbacks, resume=None)
+        return _start(ready, run_dir, callbacks, score_test, notes, started)
 
 
 def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
     """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped; a run
-    stopped before its first epoch ended starts again from the first."""
+    stopped before its first epoch ended starts again from the first, from its saved config."""
     run_dir = Path(run_dir)
-    for required in (layout.CONFIG, layout.PREPROCESS):
-        if not (run_dir / required).is_file():
-            raise RunError(f"{run_dir} cannot be resumed: {required} is missing (was it stopped before its data was prepared? "
-                           "then train it again)")
+    resumable_config(run_dir)
     with hold_run_lock(run_dir):  # before reading anything: another process may be training in it right now
         record = read_record(run_dir)
         if record.status == "completed":
             raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
         started = time.perf_counter()
+        if not (run_dir / layout.PREPROCESS).is_file():  # stopped before its data was prepared: start again in place
+            ready = prepare(resumable_config(run_dir))
+            notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
+            return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started)
         saved = open_run_files(run_dir)
         ready = prepare(saved.cfg, saved.prep)
         last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
@@ -154,6 +144,33 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
                                 seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
         # A run started without scoring the test split (a sweep's trial) resumes without it too.
         return _execute(ready, run_dir, record, callbacks, resume=checkpoint)
+
+
+def resumable_config(run_dir: Path) -> Config:
+    """The config a resumed run continues with; a run stopped before it was written has nothing to resume."""
+    if Path(run_dir).is_dir() and not (Path(run_dir) / layout.CONFIG).is_file():
+        raise RunError(f"{run_dir} cannot be resumed: it was stopped before its {layout.CONFIG} was written, so nothing "
+                       "was trained; start it again with dlrun train CONFIG")
+    return read_config(run_dir)
+
+
+def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_test: bool, notes: list[str],
+           started: float) -> Run:
+    """Write what resuming needs, then train. config.yaml comes first: from it alone a run killed at any later
+    moment can be started again in place; then the record (small: a failure can still be written), then the
+    fitted preprocessing."""
+    record = RunRecord(status="running", started=now(), ended=None, name=ready.cfg.name,
+                       data_source=ready.cfg.data.dataset or ready.cfg.data.path, seed=ready.cfg.seed,
+                       device=str(ready.device), **environment(), data=ready.summary, notes=notes, score_test=score_test,
+                       seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
+    try:
+        write_config(run_dir, ready.cfg)
+        write_record(run_dir, record)
+        write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
+    except BaseException as exc:
+        _record_failure(run_dir, record, exc)
+        raise
+    return _execute(ready, run_dir, record, callbacks, resume=None)
 
 
 def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Sequence[Callback],
