@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -13,9 +14,10 @@ import torch
 import yaml
 
 from dlrun.config.schema import Config, validate_config
+from dlrun.config.yaml_load import load_yaml
 from dlrun.model.device import resolve_device
 from dlrun.core.errors import RunError
-from dlrun.core.io import read_json, write_json, write_text
+from dlrun.core.io import overwrite_in_place, read_json, write_json, write_text
 from dlrun.model.mlp import MLP, build_model
 from dlrun.data.preprocess import Preprocessor
 from dlrun.training.checkpoint import load_checkpoint, load_weights
@@ -97,9 +99,9 @@ def open_run_files(run_dir: Path) -> SavedRun:
         if not (run_dir / required).is_file():
             raise RunError(f"{run_dir} is not a dlrun run: {required} is missing")
     try:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        raw = load_yaml((run_dir / "config.yaml").read_text())
         prep_state = read_json(run_dir / "preprocess.json")
-    except (yaml.YAMLError, ValueError) as exc:
+    except (yaml.YAMLError, ValueError, OSError) as exc:
         raise RunError(f"{run_dir} has a damaged config.yaml or preprocess.json ({exc})") from None
     cfg = validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / "config.yaml"))
     return SavedRun(cfg, Preprocessor.from_dict(prep_state))
@@ -144,6 +146,21 @@ def run_status(info: dict[str, Any]) -> str | None:
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     write_json(Path(run_dir) / "run.json", info)
+
+
+def record_failure(run_dir: Path, info: dict[str, Any], reason: str) -> bool:
+    """Mark the run failed in run.json as far as the disk allows: the full record, else a small one, else the small one
+    written over the old run.json's own blocks (a full disk has no room for a temp file). Never raises: the error that
+    failed the run is the one to report. Returns whether run.json now says failed."""
+    failed = {**info, "status": "failed", "ended": now(), "error": reason}
+    small = {key: failed.get(key) for key in ("status", "error", "name", "started", "ended")}
+    for record in (failed, small):
+        try:
+            write_run_info(run_dir, record)
+            return True
+        except OSError:
+            continue
+    return overwrite_in_place(Path(run_dir) / "run.json", json.dumps(small))
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dlrun.config.yaml_load import load_yaml
 from dlrun.core.errors import RunError
 from dlrun.metrics.names import flatten, is_maximised
 
@@ -52,7 +53,7 @@ def list_runs(runs_dir: Path | str = "runs", sort: str | None = None, name: str 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise RunError(f"runs directory not found: {runs_dir}")
-    rows = [read_run_row(path) for path in sorted(runs_dir.iterdir()) if (path / "run.json").is_file()]
+    rows = [read_run_row(path) for path in sorted(runs_dir.iterdir()) if (path / "run.json").is_file() or _broken_run(path)]
     if name:
         pattern = name.lower() if any(ch in name for ch in "*?[") else f"*{name.lower()}*"
         rows = [row for row in rows if fnmatchcase(row.name.lower(), pattern) or fnmatchcase(row.id.lower(), pattern)]
@@ -68,7 +69,7 @@ def read_run_row(run_dir: Path) -> RunRow:
     targets = info.get("data", {}).get("targets", {}) if isinstance(info.get("data"), dict) else {}
     first = next(iter(targets), None)
     headline = HEADLINE_METRIC.get(targets[first].get("task")) if first and isinstance(targets[first], dict) else None
-    status = problem or str(info.get("status", "unknown"))
+    status = problem or ("broken: no run.json" if _broken_run(run_dir) else str(info.get("status", "unknown")))
     if status == "failed" and info.get("error"):
         status = f"failed: {info['error']}"
     return RunRow(
@@ -136,7 +137,7 @@ def compare_runs(run_dirs: list[Path | str]) -> Comparison:
 
 def _flat_config(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return _flatten(raw) if isinstance(raw, dict) else {}
@@ -152,13 +153,18 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _broken_run(path: Path) -> bool:
+    """A run directory (by its name and checkpoints/ folder) that has no run.json: a full disk left it so."""
+    return RUN_ID.match(path.name) is not None and (path / "checkpoints").is_dir() and not (path / "run.json").exists()
+
+
 def _read_object(path: Path) -> tuple[dict[str, Any], str | None]:
     """A JSON object file, or ({}, why not) when it is missing or damaged."""
     try:
         value = json.loads(path.read_text())
     except FileNotFoundError:
         return {}, None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep, a crafted file
         return {}, f"damaged {path.name}"
     return (value, None) if isinstance(value, dict) else ({}, f"damaged {path.name}")
 

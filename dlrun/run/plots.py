@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from dlrun.core.io import write_atomic
+from dlrun.core.text import safe_file_name
 
 DPI = 100
 TRAIN_COLOUR, VAL_COLOUR, LR_COLOUR, BEST_COLOUR = "tab:blue", "tab:orange", "tab:gray", "tab:green"
@@ -50,8 +50,8 @@ def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], bes
         drawings.append(("val_metrics.png", lambda: val_metrics_figure(pd.read_csv(history), units, best_epoch)))
     predictions = run_dir / "predictions.csv"
     for target, task in tasks.items():
-        stem = safe_name(target)
-        confusion = run_dir / f"confusion_{target}.csv"
+        stem = safe_file_name(target)
+        confusion = run_dir / f"confusion_{stem}.csv"
         if task == "classification" and confusion.is_file():
             drawings.append((f"confusion_{stem}.png", lambda t=target, c=confusion: confusion_figure(read_confusion(c), t)))
             if predictions.is_file():
@@ -69,11 +69,6 @@ def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], bes
         else:
             result.paths.append(out / name)
     return result
-
-
-def safe_name(name: str) -> str:
-    """A target name as a file-name part: `type` stays, `a/b c` becomes `a_b_c`."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "target"
 
 
 def save_figure(fig: Figure, path: Path) -> None:

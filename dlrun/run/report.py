@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from dlrun.config.yaml_load import load_yaml
 from dlrun.run.directory import read_run_info
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
@@ -57,7 +58,7 @@ def build_report(run_dir: Path | str) -> Report:
         raise RunError(f"{run_dir} is not a dlrun run directory (config.yaml and run.json are needed)")
     try:
         config_text = (run_dir / "config.yaml").read_text()
-        config = yaml.safe_load(config_text)
+        config = load_yaml(config_text)
         metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json ({exc})") from None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +17,8 @@ import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's s
 # it here, with the other imports, and run.json's `seconds` for training do not count its 1.4 s)
 from torch import nn
 
-from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_run_info, write_config, write_run_info
+from dlrun.run.directory import (create_run_dir, environment, now, open_run_files, read_run_info, record_failure, write_config,
+                                 write_run_info)
 from dlrun.training.checkpoint import load_checkpoint, load_weights
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Callback, Checkpoints, MetricsLog
@@ -28,9 +31,11 @@ from dlrun.training.fast_step import unsupported
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
 from dlrun.data.tensors import to_split
 from dlrun.core.io import write_csv, write_json
+from dlrun.core.text import safe_file_name
 from dlrun.training.losses import Criterion
 from dlrun.metrics.score import epoch_columns, score
 from dlrun.model.mlp import build_model
+from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
 from dlrun.run.report import publish
 from dlrun.data.tensors import Split
@@ -82,6 +87,7 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
         prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+        require_finite_scaling(prep)
     with out_of_memory_explained(cfg, device):
         train, n_synthetic = _train_split(cfg, dataset, prep, device)
         splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
@@ -116,8 +122,14 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
             "data_source": ready.cfg.data.dataset or ready.cfg.data.path, "seed": ready.cfg.seed, "device": str(ready.device),
             **environment(), "data": ready.summary, "notes": notes, "score_test": score_test,
             "seconds": {"load_and_preprocess": round(time.perf_counter() - started, 3)}}
-    write_config(run_dir, ready.cfg)
-    write_json(run_dir / "preprocess.json", ready.prep.to_dict())
+    try:  # run.json first and small, so a run that cannot even write its config still says it failed
+        write_run_info(run_dir, {key: info[key] for key in ("status", "started", "ended", "name")})
+        write_config(run_dir, ready.cfg)
+        write_json(run_dir / "preprocess.json", ready.prep.to_dict())
+    except BaseException as exc:
+        if not record_failure(run_dir, info, failure_reason(exc)):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was: leave no empty run behind
+        raise
     return _execute(ready, run_dir, info, callbacks, resume=None, score_test=score_test)
 
 
@@ -156,12 +168,12 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
     info = {**info, "threads": threads, "train_step": {"path": "general" if slow_reason else "fast", "reason": slow_reason}}
-    write_run_info(run_dir, info)
     rows = ready.splits["train"]
     diagnostics = Diagnostics(run_dir / "diagnostics.csv", rows.X, rows.y, ready.splits["val"].X, Criterion(ready.prep, cfg.train, rows.y))
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
     loop_callbacks = [MetricsLog(run_dir / "metrics.csv"), diagnostics, Checkpoints(run_dir / "checkpoints")]
     try:
+        write_run_info(run_dir, info)
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
             state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
@@ -172,20 +184,35 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
             seconds = {**info["seconds"], "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-        write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
+        record_failure(run_dir, info, failure_reason(exc))
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
+    health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
     info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds}
+            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds,
+            "warnings": health}
     write_run_info(run_dir, info)
     # plots and report.html; never raises, a failure there is one more warning
     published = time.perf_counter()
-    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
+    warnings = health + publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
     write_run_info(run_dir, {**info, "warnings": warnings, "seconds": seconds})
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                info.get("notes", []), warnings)
+
+
+def failure_reason(exc: BaseException) -> str:
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+
+
+def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One warning naming every metric that is NaN or infinite: the model diverged (or its inputs overflowed)."""
+    bad = [f"{split} {target} {name}" for split, per_target in metrics.items() for target, values in per_target.items()
+           for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not bad:
+        return []
+    return [f"metrics are not finite (NaN or infinite): {', '.join(bad)}; training diverged, so this run's model and "
+            "numbers cannot be used (lower optimizer.lr, set train.grad_clip, or check the data for huge values)"]
 
 
 @contextmanager
@@ -261,7 +288,7 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
     test = splits["test"]
     for target in prep.targets:
         if prep.targets_[target]["task"] == "classification":
-            write_csv(run_dir / f"confusion_{target}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
+            write_csv(run_dir / f"confusion_{safe_file_name(target)}.csv", confusion_frame(prep, target, outputs["test"][target], test.y[target]))
     rows = dataset.part("test")[dataset.features + dataset.targets]
     write_csv(run_dir / "predictions.csv", with_predictions(rows, prediction_frame(prep, outputs["test"])))
     return metrics

@@ -104,7 +104,7 @@ class RichProgress(Callback):
 
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+            TextColumn("{task.fields[status]}", markup=False), console=Console(stderr=True), transient=False,
         )
         self.task = self.progress.add_task("train", total=total_epochs, status="")
 
