@@ -65,6 +65,7 @@ def read_run_row(run_dir: Path) -> RunRow:
     run_dir = Path(run_dir)
     info, problem = _read_object(run_dir / "run.json")
     metrics, _ = _read_object(run_dir / "metrics.json")
+    metrics = {} if metrics_problem(metrics) else metrics  # a hand-edited file shows no numbers rather than wrong ones
     match = RUN_ID.match(run_dir.name)
     targets = info.get("data", {}).get("targets", {}) if isinstance(info.get("data"), dict) else {}
     first = next(iter(targets), None)
@@ -151,6 +152,20 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """What makes a metrics.json object other than {split: {target: {metric: number or null}}}, or None."""
+    for split, per_target in metrics.items():
+        if not isinstance(per_target, dict):
+            return f"{split} holds {per_target!r}, not a mapping of targets"
+        for target, values in per_target.items():
+            if not isinstance(values, dict):
+                return f"{split}.{target} holds {values!r}, not a mapping of metrics"
+            for name, value in values.items():
+                if value is not None and _number(value) is None:
+                    return f"{split}.{target}.{name} holds {value!r}, not a number"
+    return None
 
 
 def _broken_run(path: Path) -> bool:

@@ -19,7 +19,7 @@ from dlrun.run.directory import read_run_info
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
-from dlrun.run.listing import RunRow, format_duration, read_run_row
+from dlrun.run.listing import RunRow, format_duration, metrics_problem, read_run_row
 from dlrun.metrics.names import format_value, metric_label
 
 CAPTIONS = {
@@ -64,6 +64,8 @@ def build_report(run_dir: Path | str) -> Report:
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json ({exc})") from None
     if not isinstance(config, dict) or not isinstance(metrics, dict):
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json (not a mapping)")
+    if metrics_problem(metrics):
+        raise RunError(f"{run_dir} has a damaged metrics.json: {metrics_problem(metrics)}")
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     tasks = data.get("task") if isinstance(data.get("task"), dict) else {}
     units = data.get("units") if isinstance(data.get("units"), dict) else {}
