@@ -44,7 +44,8 @@ def _convert(raw: pd.DataFrame) -> pd.DataFrame:
 def _slices_read_alike(path: Path, chunk_rows: int) -> bool:
     """Whether every slice gives each column the same dtype (after the text conversions) as every other slice, and
     the file is one read_csv reads on its first attempt (comma separated, UTF-8, named columns)."""
-    dtypes = None
+    dtypes: dict[str, set[str]] = {}  # column -> dtypes of the slices where it holds a value
+    empty: set[str] = set()  # columns that are entirely missing in some slice (read as float64 there)
     n_slices = 0
     try:
         for raw in _raw_slices(path, chunk_rows):
@@ -55,12 +56,17 @@ def _slices_read_alike(path: Path, chunk_rows: int) -> bool:
                     return False  # another separator or a headerless column: read_csv's special cases
                 if len({name.strip() for name in names}) != len(names):
                     return False  # names that collide once trimmed: read_csv reports them
-            seen = tuple(str(dtype) for dtype in _convert(raw).dtypes)
-            if dtypes is None:
-                dtypes = seen
-            elif seen != dtypes:
-                return False
+            frame = _convert(raw)
+            missing = frame.isna().all()
+            for column, dtype in frame.dtypes.items():
+                if missing[column]:
+                    empty.add(column)
+                else:
+                    dtypes.setdefault(column, set()).add(str(dtype))
     except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):  # UnicodeDecodeError is a ValueError
         return False
-    # Several slices each of a single dtype per column: pandas infers the same dtype for the whole column.
-    return n_slices > 0 and dtypes is not None
+    # One dtype per column across slices: pandas infers the same for the whole column. A slice where a text or float
+    # column is all gaps holds the same NaNs as float64; next to integers or booleans the whole column would differ.
+    return n_slices > 0 and all(
+        len(kinds) == 1 and (column not in empty or next(iter(kinds)) in ("object", "str", "float64"))
+        for column, kinds in dtypes.items())

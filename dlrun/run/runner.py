@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 import torchmetrics  # noqa: F401  (metrics.py imports it lazily for predict's sake; a run scores every epoch, so load
@@ -86,7 +87,8 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     cfg = resolve(cfg, dataset)
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
-        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, by the check below
+            prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
         require_finite_scaling(prep)
     with out_of_memory_explained(cfg, device):
         train, n_synthetic = _train_split(cfg, dataset, prep, device)

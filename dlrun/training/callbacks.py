@@ -112,7 +112,8 @@ class RichProgress(Callback):
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping a bar never started prints an empty line before the error
+            self.progress.stop()
 
     def on_train_begin(self, state: TrainState) -> None:
         self.progress.start()  # only now: a run that fails its checks shows no empty bar
