@@ -144,6 +144,7 @@ def test_a_study_cannot_be_continued_with_a_different_config(tmp_path, houses):
     ({}, {"storage": "mysql://nobody@127.0.0.1/none"}, "--storage: 'mysql://nobody@127.0.0.1/none' is not supported"),
     ({}, {"workers": 0}, "--workers must be at least 1, got 0"),
     ({}, {"study": "../up"}, "--study: '../up' must use only letters"),
+    ({}, {"study": ".."}, "--study: '..' must use only letters"),  # would name runs/ itself
     (None, {}, "the config has no search section"),
 ])
 def test_bad_input_is_a_config_error_before_any_trial(tmp_path, houses, search, options, message):

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from dlrun.core.text import safe_terminal_text as escape  # user text: no rich markup, no raw terminal escapes
 from rich.table import Table
 
 from dlrun import __version__
@@ -64,10 +64,10 @@ def train(
 
     result = guarded(run)
     for note in result.notes:
-        stderr.print(note, highlight=False)
+        stderr.print(escape(note), highlight=False)
     for warning in result.warnings:
         stderr.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    stderr.print(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}")
+    stderr.print(escape(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}"))
     for table in metrics_tables(result.metrics, result.cfg.data.units):
         stderr.print(table)
     typer.echo(str(result.run_dir))
@@ -86,7 +86,7 @@ def eval_(
 
     result = guarded(lambda: evaluate(run, data, split, output, device))
     warn_if_unfinished(run, result.run_status, result.checkpoint_epoch)
-    stderr.print(f"{result.n_rows} rows from the {result.source}")
+    stderr.print(escape(f"{result.n_rows} rows from the {result.source}"))
     for table in metrics_tables({result.source: result.metrics}, result.units):
         stderr.print(table)
     typer.echo(str(result.output))
@@ -197,9 +197,9 @@ def runs(
         typer.echo(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
         return
     if not rows:
-        stderr.print(f"no runs under {runs_dir}" + (f" matching {name!r}" if name else ""), highlight=False)
+        stderr.print(escape(f"no runs under {runs_dir}" + (f" matching {name!r}" if name else "")), highlight=False)
         return
-    table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=f"runs in {runs_dir}")
+    table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=escape(f"runs in {runs_dir}"))
     for row in rows:
         best = f"{row.monitor} {_fmt(row.best_val)}" if row.monitor else "-"
         test = f"{row.test_metric} {_fmt(row.test_value)}" if row.test_value is not None else "-"

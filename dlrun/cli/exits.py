@@ -1,26 +1,56 @@
-"""The one place that turns exceptions into exit codes, for every command."""
+"""The one place that turns exceptions into exit codes, for every command.
+
+Exit status 2: every `Error: ...` line (a mistake in the input, or a machine that cannot hold the output: a full or
+read-only disk, a folder without permission). 130: Ctrl-C. A traceback reaching a user is a bug.
+"""
 
 from __future__ import annotations
 
+import errno
 from typing import Callable, TypeVar
 
 import typer
-from rich.markup import escape
 
 from dlrun.cli.render import stderr
+from dlrun.core.text import safe_terminal_text
 
 Result = TypeVar("Result")
+USER_ERROR = 2
+INTERRUPTED = 130
 
 
 def guarded(call: Callable[[], Result]) -> Result:
-    """Run a library call; a user's mistake becomes one line on stderr and exit 2, Ctrl-C exit 130."""
+    """Run a library call; a user's mistake or a failing disk becomes one line on stderr and exit 2, Ctrl-C exit 130."""
     from dlrun.core.errors import DlrunError
 
     try:
         return call()
     except DlrunError as exc:
-        stderr.print(f"[bold red]Error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
+    except OSError as exc:  # library code names the file (core/io.py); the disk, not dlrun, has to change
+        fail(os_error_message(exc))
+    except RecursionError:  # a crafted file nested too deeply for a reader that does not check depth itself
+        fail("an input file is nested too deeply to read (thousands of levels of [ or {); it is not a dlrun file")
     except KeyboardInterrupt:
         stderr.print("Interrupted.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def fail(message: str) -> None:
+    """Print `Error: message` (user text escaped: no markup, no terminal escape codes) and exit 2."""
+    stderr.print(f"[bold red]Error:[/] {safe_terminal_text(message)}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(USER_ERROR) from None
+
+
+def os_error_message(exc: OSError) -> str:
+    """`no space left on device writing runs/x/metrics.csv`, and the like for other file-system failures."""
+    where = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on device writing{where}; free some space and run the command again"
+    if exc.errno == errno.EROFS:
+        return f"read-only file system: cannot write{where}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied:{where}; the folder or file is not writable (or readable) by you"
+    if exc.errno == errno.ELOOP:
+        return f"too many levels of symbolic links:{where}"
+    return f"{(exc.strerror or type(exc).__name__).lower()}:{where}"

@@ -1,13 +1,14 @@
-"""What the commands print: tables and lines on stderr, user text escaped so it is never rich markup."""
+"""What the commands print: tables and lines on stderr. Every piece of user text (column, class, unit, path, error)
+goes through core.text.safe_terminal_text: never rich markup, never a raw terminal escape sequence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from dlrun.core.text import safe_terminal_text as _safe
 from dlrun.metrics.names import format_value as _fmt, metric_label
 
 stderr = Console(stderr=True)
@@ -16,8 +17,8 @@ stderr = Console(stderr=True)
 def warn_if_unfinished(run: Path, status: str | None, epoch: int | None) -> None:
     """An interrupted or failed run still has a valid best.pt, but its scores are not those of the finished run."""
     if status not in (None, "completed"):
-        stderr.print(f"warning: {run} did not complete (status: {status}); scoring its best checkpoint so far "
-                     f"(epoch {epoch})", markup=False, highlight=False, soft_wrap=True)
+        stderr.print(_safe(f"warning: {run} did not complete (status: {status}); scoring its best checkpoint so far "
+                           f"(epoch {epoch})"), highlight=False, soft_wrap=True)
 
 
 def summary_table(summary: dict, units: dict[str, str]) -> Table:
@@ -27,7 +28,7 @@ def summary_table(summary: dict, units: dict[str, str]) -> Table:
 
     table = Table("data", "value", title="data summary")
     for name, value in summary_rows(summary, units):
-        table.add_row(escape(name), escape(value))
+        table.add_row(_safe(name), _safe(value))
     return table
 
 
@@ -36,10 +37,10 @@ def metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict[
     tables = []
     targets = list(dict.fromkeys(t for per_target in metrics.values() for t in per_target))
     for target in targets:
-        table = Table("metric", *metrics, title=f"target: {target}")
+        table = Table("metric", *map(_safe, metrics), title=f"target: {_safe(target)}")
         names = list(dict.fromkeys(m for per_target in metrics.values() for m in per_target.get(target, {})))
         for name in names:
-            table.add_row(metric_label(name, target, units), *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
+            table.add_row(_safe(metric_label(name, target, units)), *(_fmt(metrics[split].get(target, {}).get(name)) for split in metrics))
         tables.append(table)
     return tables
 
@@ -49,7 +50,7 @@ def print_trial(result) -> None:
     params = params_text(result.params)
     value = "" if result.value is None else f" -> {_fmt(result.value)}"
     note = f" ({result.note})" if result.note else ""
-    stderr.print(escape(f"trial {result.number} {result.state}{value} in {result.seconds:.1f}s: {params}{note}"),
+    stderr.print(_safe(f"trial {result.number} {result.state}{value} in {result.seconds:.1f}s: {params}{note}"),
                  highlight=False, soft_wrap=True)
 
 
@@ -60,25 +61,25 @@ def params_text(params: dict) -> str:
 
 def print_sweep(summary) -> None:
     states = ", ".join(f"{n} {state}" for state, n in summary.states.items() if n)
-    stderr.print(f"study {escape(summary.study)}: {states or 'no trials'} of {summary.budget}; objective "
-                 f"{summary.objective} ({summary.direction})", highlight=False, soft_wrap=True)
+    stderr.print(_safe(f"study {summary.study}: {states or 'no trials'} of {summary.budget}; objective "
+                       f"{summary.objective} ({summary.direction})"), highlight=False, soft_wrap=True)
     shown = summary.trials.head(10)
     if not shown.empty:
         columns = [c for c in shown.columns if c not in ("run_dir", "note")]
-        table = Table(*columns, title="trials (best first)")
+        table = Table(*map(_safe, columns), title="trials (best first)")
         for row in shown[columns].itertuples(index=False):
-            table.add_row(*(escape(_fmt(v) if isinstance(v, float) else str(v)) for v in row))
+            table.add_row(*(_safe(_fmt(v) if isinstance(v, float) else str(v)) for v in row))
         stderr.print(table)
     best = summary.best
     if best is not None:
-        stderr.print(escape(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params_text(best['params'])}"),
+        stderr.print(_safe(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params_text(best['params'])}"),
                      highlight=False, soft_wrap=True)
         scores = {"val": best["val"] or {}, **({"test (once)": best["test"]} if best["test"] else {})}
         for table in metrics_tables(scores, best["units"]):
             stderr.print(table)
     for note in summary.notes:
-        stderr.print(escape(f"note: {note}"), highlight=False, soft_wrap=True)
+        stderr.print(_safe(f"note: {note}"), highlight=False, soft_wrap=True)
     if not summary.complete:
         stderr.print("the study is not complete: run the same command again to continue it", highlight=False)
     for path in summary.files:
-        stderr.print(escape(str(path)), highlight=False)
+        stderr.print(_safe(str(path)), highlight=False)

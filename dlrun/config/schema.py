@@ -16,12 +16,14 @@ from dlrun.config.messages import describe_validation_errors
 from dlrun.config import walk
 from dlrun.core.errors import ConfigError
 from dlrun.config.search import SearchConfig
+from dlrun.config.yaml_load import DuplicateKeyError, YamlLimitError, load_yaml
 
 BUILTIN_DATASETS = ("animals", "salary", "synthetic")
 Task = Literal["classification", "regression"]
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_HIDDEN_WIDTH = 65_536
 MAX_HIDDEN_LAYERS = 64
+MAX_NAME_CHARS = 100  # a run directory's name is a timestamp plus this; file systems allow 255 bytes per name
 
 
 def device_spelling_problem(name: str) -> str | None:
@@ -30,7 +32,8 @@ def device_spelling_problem(name: str) -> str | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` or `.nan` in any float field (train.loss_weight, model.init_std) would train a NaN run
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitConfig(_Section):
@@ -236,7 +239,7 @@ class SchedulerConfig(_Section):
 
 
 class Config(_Section):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Used in the run directory's name (default: the config file's name).")
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", max_length=MAX_NAME_CHARS, description="Used in the run directory's name (default: the config file's name).")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seeds the split, the weights, shuffling and dropout.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N.")
     report: bool = Field(
@@ -284,23 +287,31 @@ def load_config(path: str | Path, overrides: list[str] = (), device: str | None 
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, a symlink loop (ELOOP)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"cannot read config file {path}: {reason}") from None
+    raw = _parse_yaml(text, str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(raw).__name__}")
     # A config without a name is named after its file, so runs/ stays readable.
-    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem) or "run")
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.-]+", "-", path.stem)[:MAX_NAME_CHARS] or "run")
     for override in overrides:
         _apply_override(raw, override)
     if device is not None:
         raw["device"] = device
     return validate_config(raw, source=str(path))
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML text as data, with duplicated keys and runaway expansion (alias bombs) refused; raises ConfigError."""
+    try:
+        return load_yaml(text)
+    except (DuplicateKeyError, YamlLimitError) as exc:
+        raise ConfigError(f"{source} is not a usable config: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from None
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
@@ -314,10 +325,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     key_path, sep, value_text = override.partition("=")
     if not sep or not key_path.strip():
         raise ConfigError(f"--set expects key.path=value, got {override!r}")
-    try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: the value is not valid YAML: {exc}") from None
+    value = _parse_yaml(value_text, f"--set {override!r}: the value")
     if not all(key_path.strip().split(".")):
         raise ConfigError(f"--set: empty key in {key_path.strip()!r}")
     set_key(raw, key_path.strip(), value, f"--set {override!r}")

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
 import secrets
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
 from dlrun.core import faults
 
+# The write failed because the file system is full or over quota: the user's machine, not dlrun, must change.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
+
+def _names_the_file(write: Callable[..., None]) -> Callable[..., None]:
+    """An OSError from a write names the file being written, not its temp file or nothing (a full disk fails in
+    fh.write, which names no file), so the one exit mapping (cli/exits.py) can say which file did not fit."""
+    @functools.wraps(write)
+    def named(path: Path, *args: Any, **kwargs: Any) -> None:
+        try:
+            write(path, *args, **kwargs)
+        except OSError as exc:
+            if exc.filename is not None and not Path(exc.filename).name.startswith(f".{Path(path).name}."):
+                raise  # a parent folder that is a file, say: its own name is the useful one
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    return named
+
+
+@_names_the_file
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w", durable: bool = True) -> None:
     """Call `write(fh)` on a temp file beside `path`, then rename it over `path`.
 
@@ -93,8 +113,48 @@ def write_csv(path: Path, frame, durable: bool = True) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """JSON from a file; nesting too deep to read (a crafted file) is a ValueError like any other damage."""
     with open(path) as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except RecursionError:
+            raise ValueError(f"{path} is nested too deeply to be a dlrun file") from None
+
+
+class NotRegularFileError(OSError):
+    """An output path that exists and is a device, fifo or socket: never replaced by a regular file."""
+
+
+def path_to_replace(path: Path) -> Path:
+    """The file a write to `path` should replace. A symlink is followed to its target, so the link stays a link and the
+    target gets the new content. A path that exists but is not a regular file raises, as replacing it with a file
+    (write_atomic's rename) would destroy it: IsADirectoryError for a folder, NotRegularFileError for /dev/null or a
+    fifo."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there yet; write_atomic reports a file in the way
+        return target
+    if not stat.S_ISREG(mode):
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        raise NotRegularFileError(errno.EEXIST, "not a regular file: a device, fifo or socket is never replaced", str(path))
+    return target
+
+
+def overwrite_in_place(path: Path, text: str) -> bool:
+    """Last resort when even a small temp file does not fit (a full disk): rewrite an existing file in the blocks it
+    already has, when `text` is no longer than it. Not atomic; returns whether it was done."""
+    data = text.encode()
+    try:
+        with open(path, "r+b") as fh:
+            if len(data) > os.fstat(fh.fileno()).st_size:
+                return False
+            fh.write(data)
+            fh.truncate()
+    except OSError:
+        return False
+    return True
 
 
 def _finite(obj: Any) -> Any:

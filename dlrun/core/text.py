@@ -1,5 +1,8 @@
-"""User text made safe for one medium. A column name, class label or unit is data: it becomes part of a file name
-only through `safe_file_name`."""
+"""User text made safe for the medium it lands in: a file name, a terminal line.
+
+A column name, class label, unit or path is data. It becomes part of a file name only through `safe_file_name`
+and reaches the terminal only through `safe_terminal_text`; HTML has its own escaping (html.escape in report.py).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ import re
 
 MAX_FILE_NAME_PART = 100  # UTF-8 bytes: with a prefix and suffix (`confusion_`, `.csv`) far below the usual 255
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]+")  # path separators and control characters (NUL, newline, escape, ...)
+# CSI sequences (colours, cursor moves), OSC sequences (titles, hyperlinks) and any other escape; C0/C1 controls.
+_ESCAPE_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b[@-_]?")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def safe_file_name(text: str) -> str:
@@ -28,3 +34,16 @@ def safe_file_name(text: str) -> str:
 
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")  # a lone surrogate (from a mis-decoded file name) still hashes
+
+
+def safe_terminal_text(text: object) -> str:
+    """User text for a terminal line printed by rich: escape sequences and control characters shown as `\\x1b`-style
+    text (never interpreted), and rich markup escaped so `[/b]` or `y[/]` prints as written."""
+    from rich.markup import escape
+
+    def visible(match: re.Match) -> str:
+        return match.group(0).encode("unicode_escape").decode("ascii")
+
+    shown = _ESCAPE_SEQUENCE.sub(visible, str(text))
+    shown = _CONTROL.sub(visible, shown)
+    return escape(shown)

@@ -102,10 +102,22 @@ def read_csv(path: Path) -> pd.DataFrame:
     unnamed = [str(column) for column in frame.columns if str(column).startswith("Unnamed:")]
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
-    frame.columns = [str(column).strip() for column in frame.columns]
+    frame.columns = _trimmed_names(path, frame.columns)
     frame = frame.apply(_number_from_text).apply(_years_from_dates)
     # Headerless columns that are empty (a trailing comma) or a saved row index are artefacts, not data.
     return frame.drop(columns=[c for c in unnamed if frame[c].isna().all() or _is_row_index(frame[c])])
+
+
+def _trimmed_names(path: Path, columns: pd.Index) -> list[str]:
+    """Column names without surrounding spaces; two that become one (`size` and `size `) are a DataError naming both."""
+    names = [str(column).strip() for column in columns]
+    first: dict[str, str] = {}
+    for raw, name in zip(columns, names):
+        if name in first:
+            raise DataError(f"{path}: columns {first[name]!r} and {str(raw)!r} have the same name once surrounding spaces "
+                            "are trimmed; rename one of them")
+        first[name] = str(raw)
+    return names
 
 
 def _number_from_text(values: pd.Series) -> pd.Series:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import pandas as pd
 import torch
 
 from dlrun.run import layout
 from dlrun.run.directory import FittedRun, now, open_run
-from dlrun.data.load import load_dataset, read_csv
+from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
-from dlrun.core.io import write_csv, write_json
+from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
+from dlrun.data.chunks import csv_chunks
 from dlrun.metrics.score import score
 from dlrun.data.tensors import to_split
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
-from dlrun.model.forward import forward_split
+from dlrun.model.forward import EVAL_CHUNK_ROWS, forward_split
+
+# Rows read, scored and written at a time by predict and eval --data: memory stays flat however long the CSV.
+# A multiple of forward_split's chunk, so every row meets the model in the same batch as in one whole pass.
+CHUNK_ROWS = EVAL_CHUNK_ROWS
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ def _writing(output: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise  # the disk, not the place, must change: cli/exits.py says so for every command alike
         # FileExistsError comes from creating the parent folders: one of them is a file
         reason = f"{exc.filename} is a file, not a folder" if isinstance(exc, FileExistsError) else exc.strerror or exc
         raise ConfigError(f"cannot write {output} ({reason}); choose another place with --output") from None
@@ -58,32 +67,59 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
     run = open_run(run_dir, device)
-    if data is not None:
-        frame, source = read_csv(data), str(data)
-    else:
-        dataset = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks)
-        frame, source = dataset.part(split), f"{split} split"
-    rows = to_split(run.prep, frame, run.device)
-    outputs = forward_split(run.model, rows.X)
-    metrics = score(outputs, rows.y, run.prep)
-    confusions = {
-        target: confusion_frame(run.prep, target, outputs[target], rows.y[target]).to_dict(orient="list")
-        for target in run.prep.targets if run.prep.is_classification(target)
-    }
     output = Path(output) if output else Path(run_dir) / layout.EVALUATION
     with _writing(output):
-        write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
-    return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output, run.run_status,
+        target_file = path_to_replace(output)
+    if data is not None:
+        frames, source = csv_chunks(data, CHUNK_ROWS), str(data)
+    else:
+        dataset = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks)
+        frames, source = [dataset.part(split)], f"{split} split"
+    outputs, y = _scored(run, frames)
+    metrics = score(outputs, y, run.prep)
+    confusions = {
+        target: confusion_frame(run.prep, target, outputs[target], y[target]).to_dict(orient="list")
+        for target in run.prep.targets if run.prep.is_classification(target)
+    }
+    n_rows = len(next(iter(y.values())))
+    with _writing(output):
+        write_json(target_file, {"source": source, "n_rows": n_rows, "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
+    return Evaluation(Path(run_dir), source, n_rows, metrics, dict(run.cfg.data.units), output, run.run_status,
                       run.checkpoint_epoch)
+
+
+def _scored(run: FittedRun, frames: Iterable[pd.DataFrame]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Model outputs and encoded targets of every row, chunk by chunk: only these small tensors are kept, not the rows."""
+    outputs, targets = [], []
+    for frame in frames:
+        rows = to_split(run.prep, frame, run.device)
+        outputs.append(forward_split(run.model, rows.X))
+        targets.append(rows.y)
+    joined = lambda parts: {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # noqa: E731
+    return joined(outputs), joined(targets)
 
 
 def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Prediction:
     """Write the input rows plus prediction columns; extra input columns are kept, column order does not matter."""
     run: FittedRun = open_run(run_dir, device)
-    frame = read_csv(input_csv)
-    X = torch.from_numpy(run.prep.transform_features(frame)).to(run.device)
-    result = with_predictions(frame, prediction_frame(run.prep, forward_split(run.model, X)))
     output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
+    # The first chunk is scored before the output is touched: a bad CSV or column leaves no file behind.
+    results = (with_predictions(frame, _prediction_chunk(run, frame)) for frame in csv_chunks(input_csv, CHUNK_ROWS))
+    first = next(results)
+    n_rows = 0
+
+    def write(fh) -> None:
+        nonlocal n_rows
+        for result in itertools.chain([first], results):
+            result.to_csv(fh, header=n_rows == 0, index=False)
+            n_rows += len(result)
+
     with _writing(output):
-        write_csv(output, result)
-    return Prediction(Path(run_dir), len(result), output, run.run_status, run.checkpoint_epoch)
+        write_atomic(path_to_replace(output), write)
+    return Prediction(Path(run_dir), n_rows, output, run.run_status, run.checkpoint_epoch)
+
+
+def _prediction_chunk(run: FittedRun, frame: pd.DataFrame) -> pd.DataFrame:
+    """Prediction columns for one chunk of input rows."""
+    X = torch.from_numpy(run.prep.transform_features(frame)).to(run.device)  # (n_rows, n_features_out)
+    return prediction_frame(run.prep, forward_split(run.model, X))

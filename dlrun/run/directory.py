@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from dlrun.config.schema import Config, validate_config
+from dlrun.config.yaml_load import load_yaml
 from dlrun.model.device import resolve_device
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
@@ -98,8 +99,8 @@ def read_config(run_dir: Path) -> Config:
     if not (run_dir / layout.CONFIG).is_file():
         raise RunError(f"{run_dir} is not a dlrun run: {layout.CONFIG} is missing")
     try:
-        raw = yaml.safe_load((run_dir / layout.CONFIG).read_text())
-    except (yaml.YAMLError, ValueError) as exc:
+        raw = load_yaml((run_dir / layout.CONFIG).read_text())
+    except (yaml.YAMLError, ValueError, OSError) as exc:
         raise RunError(f"{run_dir} has a damaged {layout.CONFIG} ({exc})") from None
     return validate_config(raw if isinstance(raw, dict) else {}, source=str(run_dir / layout.CONFIG))
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from dlrun.config.yaml_load import load_yaml
 from dlrun.core.errors import RunError
 from dlrun.metrics.names import flatten, is_maximised
 from dlrun.run import layout
@@ -148,7 +149,7 @@ def compare_runs(run_dirs: list[Path | str]) -> Comparison:
 
 def _flat_config(path: Path) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return {}
     return _flatten(raw) if isinstance(raw, dict) else {}
@@ -162,6 +163,20 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """What makes a metrics.json object other than {split: {target: {metric: number or null}}}, or None."""
+    for split, per_target in metrics.items():
+        if not isinstance(per_target, dict):
+            return f"{split} holds {per_target!r}, not a mapping of targets"
+        for target, values in per_target.items():
+            if not isinstance(values, dict):
+                return f"{split}.{target} holds {values!r}, not a mapping of metrics"
+            for name, value in values.items():
+                if value is not None and _number(value) is None:
+                    return f"{split}.{target}.{name} holds {value!r}, not a number"
+    return None
 
 
 def _read_object(path: Path) -> tuple[dict[str, Any], str | None]:

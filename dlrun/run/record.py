@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dlrun.core.errors import RunError
-from dlrun.core.io import write_json
+from dlrun.core.io import overwrite_in_place, write_json
 from dlrun.run import layout
 
 
@@ -108,9 +108,14 @@ def write_record(run_dir: Path | str, record: RunRecord) -> None:
 
 def write_status(run_dir: Path | str, record: RunRecord) -> None:
     """Write the record; when the disk cannot take the whole of it, at least its status, error and times (a few
-    hundred bytes), so the run never stays `running` when it is not. Raises only when even that cannot be written."""
+    hundred bytes), else those written over the old run.json's own blocks (a full disk has no room for a temp file),
+    so the run never stays `running` when it is not. Raises only when none of that can be written."""
     try:
         write_record(run_dir, record)
     except OSError:
         small = {key: value for key, value in record.as_json().items() if key in ("status", "error", "started", "ended", "name")}
-        write_record(run_dir, RunRecord.model_validate(small))
+        try:
+            write_record(run_dir, RunRecord.model_validate(small))
+        except OSError:
+            if not overwrite_in_place(Path(run_dir) / layout.RECORD, json.dumps(small)):
+                raise

@@ -14,12 +14,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from dlrun.config.yaml_load import load_yaml
 from dlrun.run import layout
 from dlrun.run.record import RunRecord, read_record
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
-from dlrun.run.listing import RunRow, format_duration, read_run_row
+from dlrun.run.listing import RunRow, format_duration, metrics_problem, read_run_row
 from dlrun.metrics.names import format_value, metric_label
 
 CAPTIONS = {
@@ -58,12 +59,14 @@ def build_report(run_dir: Path | str) -> Report:
         raise RunError(f"{run_dir} is not a dlrun run directory ({layout.CONFIG} and {layout.RECORD} are needed)")
     try:
         config_text = (run_dir / layout.CONFIG).read_text()
-        config = yaml.safe_load(config_text)
+        config = load_yaml(config_text)
         metrics = read_json(run_dir / layout.METRICS) if (run_dir / layout.METRICS).is_file() else {}
     except (OSError, ValueError, yaml.YAMLError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json ({exc})") from None
     if not isinstance(config, dict) or not isinstance(metrics, dict):
         raise RunError(f"{run_dir} has a damaged config.yaml or metrics.json (not a mapping)")
+    if metrics_problem(metrics):
+        raise RunError(f"{run_dir} has a damaged metrics.json: {metrics_problem(metrics)}")
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     tasks = data.get("task") if isinstance(data.get("task"), dict) else {}
     units = data.get("units") if isinstance(data.get("units"), dict) else {}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
+import shutil
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -33,6 +36,7 @@ from dlrun.core.io import write_csv, write_json
 from dlrun.training.losses import Criterion
 from dlrun.metrics.score import epoch_columns, score
 from dlrun.model.mlp import build_model
+from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
 from dlrun.run.report import publish
 from dlrun.data.tensors import Split
@@ -80,7 +84,9 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     cfg = resolve(cfg, dataset)
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
-        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, by the check below
+            prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+        require_finite_scaling(prep)
     with out_of_memory_explained(cfg, device):
         train, n_synthetic = _train_split(cfg, dataset, prep, device)
         splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
@@ -168,7 +174,8 @@ def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_
         write_record(run_dir, record)
         write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
     except BaseException as exc:
-        _record_failure(run_dir, record, exc)
+        if not _record_failure(run_dir, record, exc) and not (run_dir / layout.CONFIG).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was: leave no empty run behind
         raise
     return _execute(ready, run_dir, record, callbacks, resume=None)
 
@@ -201,22 +208,39 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
         _record_failure(run_dir, record, exc)
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
+    health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
     record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
-                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds)
+                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds,
+                            warnings=health)
     write_record(run_dir, record)
     # plots and report.html; never raises, a failure there is one more warning
     published = time.perf_counter()
-    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
+    warnings = health + publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                record.notes, warnings)
 
 
-def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
+def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> bool:
+    """Mark the run failed as far as the disk allows; returns whether run.json now says so. Never raises: the error
+    that failed the run is the one to report."""
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-    with suppress(OSError):  # a disk too full for even the status must not hide what went wrong
+    try:
         write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
+    except OSError:
+        return False
+    return True
+
+
+def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One warning naming every metric that is NaN or infinite: the model diverged (or its inputs overflowed)."""
+    bad = [f"{split} {target} {name}" for split, per_target in metrics.items() for target, values in per_target.items()
+           for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not bad:
+        return []
+    return [f"metrics are not finite (NaN or infinite): {', '.join(bad)}; training diverged, so this run's model and "
+            "numbers cannot be used (lower optimizer.lr, set train.grad_clip, or check the data for huge values)"]
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlrun.run.record import read_record, write_record
 from dlrun.training.state import Callback, TrainState
 from dlrun.config.schema import Config, validate_config
+from dlrun.core.text import safe_file_name
 from dlrun.core.errors import ConfigError, DlrunError
 from dlrun.core.io import write_json, write_text
 from dlrun.metrics.score import epoch_columns
@@ -69,8 +70,9 @@ def plan_sweep(cfg: Config, runs_dir: Path | str = "runs", storage: str | None =
     if search is None:
         raise ConfigError("the config has no search section; add search.space (see configs/salary_sweep.yaml)")
     name = study or cfg.name
-    if not STUDY_NAME.fullmatch(name):
-        raise ConfigError(f"--study: {name!r} must use only letters, digits, '_', '.' and '-' (it names the sweep directory)")
+    if not STUDY_NAME.fullmatch(name) or safe_file_name(name) != name:  # `..` would name the folder above
+        raise ConfigError(f"--study: {name!r} must use only letters, digits, '_', '.' and '-', start with a letter, digit "
+                          "or '-', hold no '..' and be at most 100 characters (it names the sweep directory)")
     base = base_config(cfg)
     for key, dim in search.space.items():
         problem = key_problem(key, Config)

@@ -67,7 +67,7 @@ class RichProgress(Callback):
 
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+            TextColumn("{task.fields[status]}", markup=False), console=Console(stderr=True), transient=False,
         )
         self.task = self.progress.add_task("train", total=total_epochs, status="")
 
@@ -75,7 +75,8 @@ class RichProgress(Callback):
         return self
 
     def __exit__(self, *exc_info) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping a bar never started prints an empty line before the error
+            self.progress.stop()
 
     def on_train_begin(self, state: TrainState) -> None:
         self.progress.start()  # only now: a run that fails its checks shows no empty bar
