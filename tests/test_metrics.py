@@ -193,8 +193,8 @@ def test_regression_metrics_equal_sklearn_to_1e_6(seed):
     scaled_y = prep.transform_targets(pd.DataFrame({"y": y_units}))["y"]
     scaled_pred = (scaled_y + rng.normal(0, 0.5, len(y_units))).astype(np.float32)
     got = score({"y": torch.tensor(scaled_pred).unsqueeze(1)}, {"y": torch.tensor(scaled_y)}, prep)["y"]
-    true = prep.inverse_regression("y", np.asarray(scaled_y, dtype=np.float64))
-    pred = prep.inverse_regression("y", scaled_pred.astype(np.float64))
+    true = prep.to_original_units("y", np.asarray(scaled_y, dtype=np.float64))
+    pred = prep.to_original_units("y", scaled_pred.astype(np.float64))
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(true, pred), rel=1e-9)
     assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(true, pred)), rel=1e-9)
     assert got["r2"] == pytest.approx(skm.r2_score(true, pred), abs=1e-6)

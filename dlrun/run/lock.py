@@ -22,10 +22,8 @@ def hold_run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run directory's lock for the `with` block; a RunError naming the holder when another process has it."""
     path = Path(run_dir) / layout.LOCK
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RunError(f"cannot lock {run_dir} for training ({exc.strerror or exc})") from None
+        # An OSError here (a read-only or full disk, no permission) names the lock file: cli/exits.py words it.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -42,8 +40,11 @@ def hold_run_lock(run_dir: Path) -> Iterator[None]:
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode())
+        except OSError as exc:  # a full disk: os.write names no file, the message must
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         yield
     finally:
         Path(path).unlink(missing_ok=True)  # before the unlock: nobody can lock a file that is gone from the path

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dlrun.core.errors import RunError
-from dlrun.core.io import overwrite_in_place, write_json
+from dlrun.core.io import overwrite_in_place, read_json, write_json
 from dlrun.run import layout
 
 
@@ -87,11 +87,11 @@ def read_record(run_dir: Path | str) -> RunRecord:
     """run.json as a RunRecord (an empty one when there is none); a damaged file is a RunError naming it."""
     path = Path(run_dir) / layout.RECORD
     try:
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
     except FileNotFoundError:
         return RunRecord()
-    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise RunError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError and too deep nesting are ValueErrors
+        raise RunError(f"{path} is damaged ({exc})") from None
     if not isinstance(raw, dict):
         raise RunError(f"{path} is damaged: it holds a {type(raw).__name__}, not an object of run facts")
     try:

@@ -6,7 +6,7 @@ import math
 import re
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -117,8 +117,13 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
-    with hold_run_lock(run_dir):
-        return _start(ready, run_dir, callbacks, score_test, notes, started)
+    try:
+        with hold_run_lock(run_dir):
+            return _start(ready, run_dir, callbacks, score_test, notes, started)
+    except BaseException:
+        if not any((run_dir / name).exists() for name in (layout.CONFIG, layout.RECORD)):
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was (a full disk): leave no empty run
+        raise
 
 
 def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
@@ -174,8 +179,7 @@ def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_
         write_record(run_dir, record)
         write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
     except BaseException as exc:
-        if not _record_failure(run_dir, record, exc) and not (run_dir / layout.CONFIG).exists():
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was: leave no empty run behind
+        _record_failure(run_dir, record, exc)
         raise
     return _execute(ready, run_dir, record, callbacks, resume=None)
 
@@ -222,15 +226,11 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
                record.notes, warnings)
 
 
-def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> bool:
-    """Mark the run failed as far as the disk allows; returns whether run.json now says so. Never raises: the error
-    that failed the run is the one to report."""
+def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
+    """Mark the run failed as far as the disk allows. Never raises: the error that failed the run is the one to report."""
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
-    try:
+    with suppress(OSError):
         write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
-    except OSError:
-        return False
-    return True
 
 
 def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
