@@ -12,6 +12,7 @@ import pandas as pd
 
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
+from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler, quantile_bins
 
 MISSING = "__missing__"
 STATE_VERSION = 1
@@ -44,8 +45,22 @@ class Preprocessor:
             else:
                 y = values.astype(float).to_numpy()
                 std = float(y.std())
-                self.targets_[column] = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
+                state = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
+                if self.cfg.scale == "quantile":  # the one scaling that applies to targets: it is invertible
+                    state["quantiles"] = fit_scaler("quantile", y)["quantiles"]
+                self.targets_[column] = state
+        self.bins_: list[list[float]] | None = None
         return self
+
+    def fit_bins(self, frame: pd.DataFrame, n_bins: int) -> "Preprocessor":
+        """Quantile bins of each scaled numeric feature on the training rows, for piecewise-linear embeddings."""
+        numeric = self.transform_features(frame)[:, : len(self.numeric_)]
+        self.bins_ = [quantile_bins(numeric[:, j], n_bins) for j in range(numeric.shape[1])]
+        return self
+
+    def input_layout(self) -> InputLayout:
+        n_onehot = sum(len(state["categories"]) for state in self.categorical_.values())
+        return InputLayout(len(self.numeric_), n_onehot, bins=self.bins_)
 
     def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
         present = values.dropna()
@@ -54,13 +69,7 @@ class Preprocessor:
         else:
             fill = float(present.median() if self.cfg.numeric_impute == "median" else present.mean())
         filled = values.fillna(fill).to_numpy()
-        if self.cfg.scale == "standard":
-            center, spread = float(filled.mean()), float(filled.std())
-        elif self.cfg.scale == "minmax":
-            center, spread = float(filled.min()), float(filled.max() - filled.min())
-        else:
-            center, spread = 0.0, 1.0
-        return {"fill": fill, "center": center, "scale": spread if spread > 0 else 1.0, "n_missing": int(values.isna().sum())}
+        return {"fill": fill, **fit_scaler(self.cfg.scale, filled), "n_missing": int(values.isna().sum())}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
         keys = _category_keys(values)
@@ -91,7 +100,7 @@ class Preprocessor:
             numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
             for j, (column, state) in enumerate(self.numeric_.items()):
                 values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
-                numeric[:, j] = (values.to_numpy() - state["center"]) / state["scale"]
+                numeric[:, j] = apply_scaler(state, values.to_numpy())
             blocks.append(numeric)
         for column, state in self.categorical_.items():
             keys = _category_keys(frame[column]).fillna(state["fill"])
@@ -144,12 +153,29 @@ class Preprocessor:
                 if numeric.isna().any():
                     row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
                     raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
-                encoded[column] = ((numeric.to_numpy(dtype=float) - state["mean"]) / state["std"]).astype(np.float32)
+                encoded[column] = self._scale_target(state, numeric.to_numpy(dtype=float)).astype(np.float32)
         return encoded
+
+    @staticmethod
+    def _scale_target(state: dict[str, Any], y: np.ndarray) -> np.ndarray:
+        if "quantiles" in state:
+            return apply_scaler(state, y)
+        return (y - state["mean"]) / state["std"]
 
     def inverse_regression(self, column: str, scaled: np.ndarray) -> np.ndarray:
         state = self.targets_[column]
+        if "quantiles" in state:
+            return invert_scaler(state, scaled)
         return scaled * state["std"] + state["mean"]
+
+    def to_original_units(self, column: str, scaled: "torch.Tensor") -> "torch.Tensor":
+        """inverse_regression for a tensor (n_rows,), float64; stays on its device unless the target is quantile-scaled."""
+        state = self.targets_[column]
+        if "quantiles" in state:
+            import torch
+
+            return torch.from_numpy(invert_scaler(state, scaled.double().cpu().numpy())).to(scaled.device)
+        return scaled.double() * state["std"] + state["mean"]
 
     def classes(self, column: str) -> list:
         return self.targets_[column]["classes"]
@@ -169,6 +195,7 @@ class Preprocessor:
             "numeric": self.numeric_,
             "categorical": self.categorical_,
             "target_state": self.targets_,
+            "bins": self.bins_,
             "feature_names": self.feature_names_,
         }
 
@@ -181,6 +208,7 @@ class Preprocessor:
             fitted.numeric_ = state["numeric"]
             fitted.categorical_ = state["categorical"]
             fitted.targets_ = state["target_state"]
+            fitted.bins_ = state.get("bins")  # absent from runs saved before numeric embeddings existed
             _check_state(fitted)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None

@@ -65,9 +65,8 @@ def _auroc(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tenso
 
 
 def _regression(out: torch.Tensor, y: torch.Tensor, prep: Preprocessor, target: str) -> dict[str, float]:
-    state = prep.targets_[target]
-    pred = out.squeeze(1).double() * state["std"] + state["mean"]  # original units, e.g. dollars
-    true = y.double() * state["std"] + state["mean"]
+    pred = prep.to_original_units(target, out.squeeze(1))  # original units, e.g. dollars
+    true = prep.to_original_units(target, y)
     values = {
         "mae": M.mean_absolute_error(pred, true),
         "rmse": M.mean_squared_error(pred, true).sqrt(),
