@@ -171,3 +171,40 @@ def test_quantile_scaled_targets_come_back_in_original_units(tmp_path):
     assert "quantiles" in state["target_state"]["price"] and "quantiles" in state["numeric"]["size"]
     predicted = pd.read_csv(run.run_dir / "predictions.csv")["price_pred"]
     assert predicted.between(50_000, 500_000).all()  # dollars, not normal scores
+
+
+# ---- categorical embeddings --------------------------------------------------------------------
+def _many_cities(n_rows: int = 120) -> pd.DataFrame:
+    frame = make_regression_frame(n_rows)
+    frame["city"] = [f"town{i % 12}" for i in range(n_rows)]
+    return frame
+
+
+def test_categories_above_the_threshold_become_one_code_column():
+    frame = _many_cities()
+    prep = Preprocessor(PreprocessConfig(embed_categories_above=5), ["size", "rooms", "city"], ["price"],
+                        {"price": "regression"}).fit(frame)
+    assert prep.feature_names_ == ["size", "rooms", "city"]
+    layout = prep.input_layout()
+    assert (layout.n_numeric, layout.n_onehot, layout.cardinalities) == (2, 0, [12])
+    unseen = frame.head(2).assign(city=["town3", "atlantis"])
+    codes = prep.transform_features(unseen)[:, 2]
+    assert codes[1] == 0 and codes[0] == 1 + prep.categorical_["city"]["categories"].index("town3")
+    model = build_model(3, {"price": 1}, ModelConfig(hidden=[8]), 0, layout)
+    assert model.inputs.categories[0].num_embeddings == 13  # 12 kept categories and the unseen one
+    assert model(torch.from_numpy(prep.transform_features(frame))).keys() == {"price"}
+
+
+def test_embedded_categories_train_and_reopen(tmp_path):
+    _many_cities().to_csv(tmp_path / "towns.csv", index=False)
+    cfg = validate_config(merge(FAST, {"data": {"path": str(tmp_path / "towns.csv"), "target": "price"},
+                                       "preprocess": {"embed_categories_above": 5}}))
+    run = train(cfg, tmp_path / "runs")
+    assert json.loads((run.run_dir / "preprocess.json").read_text())["categorical"]["city"]["embed"] is True
+    assert "inputs.categories.0.weight" in open_run(run.run_dir).model.state_dict()
+
+
+def test_smote_and_category_codes_do_not_mix():
+    with pytest.raises(ConfigError, match="augment.smote"):
+        validate_config(merge(FAST, {"data": {"dataset": "animals"}, "augment": {"smote": True},
+                                     "preprocess": {"embed_categories_above": 5}}))

@@ -296,6 +296,13 @@ class Config(_Section):
                 raise ValueError(f"data.task names {stray}, which are not targets; targets are {targets}")
         return self
 
+    @model_validator(mode="after")
+    def _smote_needs_onehot(self) -> "Config":
+        if self.augment.smote and self.preprocess.embed_categories_above is not None:
+            raise ValueError("augment.smote interpolates encoded columns and cannot mix category codes: "
+                             "set preprocess.embed_categories_above to null, or turn augment.smote off")
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

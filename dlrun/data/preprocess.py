@@ -59,8 +59,9 @@ class Preprocessor:
         return self
 
     def input_layout(self) -> InputLayout:
-        n_onehot = sum(len(state["categories"]) for state in self.categorical_.values())
-        return InputLayout(len(self.numeric_), n_onehot, bins=self.bins_)
+        n_onehot = sum(len(state["categories"]) for _, state in self._onehot_states())
+        cardinalities = [len(state["categories"]) for state in self.categorical_.values() if state.get("embed")]
+        return InputLayout(len(self.numeric_), n_onehot, cardinalities, self.bins_)
 
     def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
         present = values.dropna()
@@ -82,15 +83,21 @@ class Preprocessor:
         # Most frequent first, ties broken by name, so the encoding does not depend on row order.
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         categories = [name for name, _ in ranked[: self.cfg.max_categories]]
-        return {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+        state = {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+        if self.cfg.embed_categories_above is not None and len(categories) > self.cfg.embed_categories_above:
+            state["embed"] = True  # one code column (a learned embedding in the model) instead of a one-hot block
+        return state
 
     # ---- transforming --------------------------------------------------------------------------
     @property
     def feature_names_(self) -> list[str]:
         names = list(self.numeric_)
-        for column, state in self.categorical_.items():
+        for column, state in self._onehot_states():
             names.extend(f"{column}={category}" for category in state["categories"])
-        return names
+        return names + [column for column, state in self.categorical_.items() if state.get("embed")]
+
+    def _onehot_states(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(column, state) for column, state in self.categorical_.items() if not state.get("embed")]
 
     def transform_features(self, frame: pd.DataFrame) -> np.ndarray:
         """(n_rows, n_features_out) float32; checks the rows against the fitted schema first."""
@@ -102,15 +109,19 @@ class Preprocessor:
                 values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
                 numeric[:, j] = apply_scaler(state, values.to_numpy())
             blocks.append(numeric)
+        embedded = []
         for column, state in self.categorical_.items():
             keys = _category_keys(frame[column]).fillna(state["fill"])
             lookup = {category: i for i, category in enumerate(state["categories"])}
             codes = keys.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+            if state.get("embed"):  # 0 = unseen, 1.. = the kept categories; after every one-hot block
+                embedded.append((codes + 1)[:, None].astype(np.float64))
+                continue
             onehot = np.zeros((len(frame), len(lookup)), dtype=np.float64)
             known = codes >= 0  # an unseen category encodes as all zeros
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        return np.concatenate(blocks + embedded, axis=1).astype(np.float32)
 
     def check_features(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]
