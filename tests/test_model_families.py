@@ -146,6 +146,22 @@ def test_cli_trains_checks_evaluates_and_predicts_a_tabm_with_embeddings(tmp_pat
     assert set(pd.read_csv(tmp_path / "out.csv")["species_pred"]) <= {"cat", "dog", "bird"}
 
 
+@pytest.mark.slow
+def test_a_grid_sweep_tries_every_family_and_scaling(tmp_path):
+    make_regression_frame(100).to_csv(tmp_path / "houses.csv", index=False)
+    space = {"model.type": {"choice": ["mlp", "tabm"]}, "model.num_embeddings": {"choice": ["none", "piecewise_linear"]},
+             "preprocess.scale": {"choice": ["robust"]}}
+    config = tmp_path / "houses.yaml"
+    config.write_text(json.dumps(merge(FAST, {"name": "houses", "data": {"path": str(tmp_path / "houses.csv"), "target": "price"},
+                                              "model": {"k": 2}, "search": {"sampler": "grid", "space": space}})))
+    result = run_cli("sweep", config, "--runs-dir", tmp_path / "runs")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "runs" / "sweeps" / "houses" / "trials.csv")
+    assert set(table["state"]) == {"complete"} and len(table) == 4
+    assert set(zip(table["param:model.type"], table["param:model.num_embeddings"])) == {
+        ("mlp", "none"), ("mlp", "piecewise_linear"), ("tabm", "none"), ("tabm", "piecewise_linear")}
+
+
 # ---- scaling -----------------------------------------------------------------------------------
 def test_robust_scaling_is_median_over_iqr_then_smoothly_clipped():
     values = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 1000.0])
