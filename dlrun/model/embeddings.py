@@ -9,7 +9,6 @@ training split (preprocess.json holds them), then a Linear.
 from __future__ import annotations
 
 import torch
-from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings
 from torch import nn
 
 from dlrun.config.schema import ModelConfig
@@ -26,6 +25,9 @@ class FeatureInputs(nn.Module):
     one-hot blocks passed through, category codes looked up in one embedding table per feature."""
 
     def __init__(self, layout: InputLayout, cfg: ModelConfig):
+        # Imported here: rtdl_num_embeddings loads scikit-learn's tree module, a second of start-up no plain MLP needs.
+        from rtdl_num_embeddings import PeriodicEmbeddings, PiecewiseLinearEmbeddings
+
         super().__init__()
         self.n_numeric, self.n_onehot = layout.n_numeric, layout.n_onehot
         self.numeric: nn.Module | None = None

@@ -12,7 +12,6 @@ from dlrun.config.schema import ModelConfig
 from dlrun.data.scaling import InputLayout
 from dlrun.model.activations import ACTIVATIONS, INIT_NONLINEARITY, make_activation  # noqa: F401 (ACTIVATIONS re-exported)
 from dlrun.model.embeddings import FeatureInputs, needs_inputs
-from dlrun.model.tabm import TabM
 
 
 class MLP(nn.Module):
@@ -65,6 +64,9 @@ def build_model(n_features: int, output_sizes: dict[str, int], cfg: ModelConfig,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.type == "tabm":
+            # Imported here: the tabm package loads rtdl_num_embeddings and with it scikit-learn (start-up time).
+            from dlrun.model.tabm import TabM
+
             return TabM(n_features, output_sizes, cfg, layout)  # TabM's own initialisation
         if needs_inputs(layout, cfg):
             assert layout is not None, "embeddings need the input layout"

@@ -26,10 +26,6 @@ from dlrun.model.activations import make_activation
 from dlrun.model.embeddings import FeatureInputs, needs_inputs
 
 
-# Modules that hold a layer's weight matrix, for code that walks layers (diagnostics, train.freeze by index).
-LINEAR_LAYERS = (nn.Linear, LinearBatchEnsemble, LinearEnsemble)
-
-
 class TabM(nn.Module):
     """x (B, n_features) -> {target: (B, k, n_outputs)} in training, {target: (B, n_outputs)} in eval."""
 

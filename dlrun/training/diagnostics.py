@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dlrun.model.tabm import LINEAR_LAYERS  # nn.Linear and TabM's ensemble layers
+from dlrun.model.layers import linear_layers  # nn.Linear and TabM's ensemble layers
 from dlrun.training.callbacks import Callback, TrainState
 from dlrun.core.io import write_csv
 
@@ -124,7 +124,7 @@ def relu_activations(model: nn.Module) -> dict[str, nn.Module]:
     """{"layer k": activation module} for the ReLU-family activation that follows the k-th trunk Linear."""
     found, layer = {}, 0
     for module in model.modules():
-        if isinstance(module, LINEAR_LAYERS):
+        if isinstance(module, linear_layers()):
             layer += 1
         elif isinstance(module, RELU_FAMILY) and layer:
             found[f"layer {layer}"] = module
@@ -135,7 +135,7 @@ def _linear_labels(model: nn.Module) -> dict[str, str]:
     targets = list(getattr(model, "targets", []))
     labels, layer = {}, 0
     for name, module in model.named_modules():
-        if not isinstance(module, LINEAR_LAYERS):
+        if not isinstance(module, linear_layers()):
             continue
         if name.startswith("heads.") and targets:
             labels[name] = f"head {targets[int(name.split('.')[1])]}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from dlrun.model.tabm import LINEAR_LAYERS  # nn.Linear and TabM's ensemble layers
+from dlrun.model.layers import linear_layers  # nn.Linear and TabM's ensemble layers
 from dlrun.training.checkpoint import load_checkpoint
 from dlrun.config.schema import TrainConfig
 from dlrun.core.errors import ConfigError
@@ -42,7 +42,7 @@ def load_matching_weights(model: nn.Module, source: str) -> list[str]:
 
 def freeze(model: nn.Module, specs: list[int | str]) -> list[str]:
     """Turn off requires_grad for trunk Linear layers given by index (0 = first) or parameter-name prefix."""
-    linear_names = [name for name, module in model.named_modules() if name.startswith("trunk.") and isinstance(module, LINEAR_LAYERS)]
+    linear_names = [name for name, module in model.named_modules() if name.startswith("trunk.") and isinstance(module, linear_layers())]
     names = [name for name, _ in model.named_parameters()]
     frozen: list[str] = []
     for spec in specs:
