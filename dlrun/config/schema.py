@@ -108,9 +108,17 @@ class PreprocessConfig(_Section):
     categorical_impute: Literal["missing", "most_frequent"] = Field(
         "missing", description="Missing categories become their own `missing` category, or the most frequent one."
     )
-    scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric feature scaling, fitted on train.")
+    scale: Literal["standard", "robust", "quantile", "minmax", "none"] = Field(
+        "standard",
+        description="Numeric feature scaling, fitted on train: standard (mean/std) | robust (median/IQR, then smooth clipping "
+        "x/sqrt(1+(x/3)^2)) | quantile (to a normal; regression targets too, inverted for predictions) | minmax | none.",
+    )
     max_categories: int = Field(
         50, ge=1, le=10_000, description="One-hot columns kept per categorical feature (most frequent); rarer values encode as unseen."
+    )
+    embed_categories_above: Optional[int] = Field(
+        None, ge=1, le=10_000,
+        description="Categorical features with more kept categories than this get a learned embedding (size 8) instead of one-hot (null: always one-hot).",
     )
 
 
@@ -120,6 +128,16 @@ Probability = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ModelConfig(_Section):
+    type: Literal["mlp", "tabm"] = Field(
+        "mlp", description="mlp: one MLP | tabm: a batch ensemble of k weight-sharing MLPs (TabM), mean of the k losses, predictions averaged."
+    )
+    k: int = Field(32, ge=1, le=256, description="tabm: ensemble members trained in parallel.")
+    num_embeddings: Literal["none", "periodic", "piecewise_linear"] = Field(
+        "none",
+        description="Embedding of each numeric feature before the trunk: none | periodic (PLR) | piecewise_linear (quantile bins fitted on train).",
+    )
+    embedding_dim: int = Field(16, ge=1, le=1024, description="Size of each numeric feature's embedding (num_embeddings other than none).")
+    n_bins: int = Field(48, ge=2, le=1024, description="piecewise_linear: quantile bins per numeric feature.")
     hidden: list[int] = Field(
         [128, 64], description=f"Width of each hidden layer of the shared trunk (1 to {MAX_HIDDEN_WIDTH:,} each, at most {MAX_HIDDEN_LAYERS} layers)."
     )
@@ -154,6 +172,12 @@ class ModelConfig(_Section):
                 f"model.dropout lists {len(self.dropout)} values but model.hidden has {len(self.hidden)} layers; "
                 "give one value per layer or a single number"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tabm_without_norm(self) -> "ModelConfig":
+        if self.type == "tabm" and self.norm != "none":
+            raise ValueError(f"model.norm: {self.norm} is not available with model.type: tabm; use none")
         return self
 
     def layer_dropout(self) -> list[float]:
@@ -247,7 +271,7 @@ class Config(_Section):
     )
     data: DataConfig = Field(description="Where the rows come from and how they are split and batched.")
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig, description="Imputation, encoding and scaling.")
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The MLP: a shared trunk and one head per target.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The network: an MLP or TabM trunk shared by one head per target.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="How weights are updated.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-split-only data augmentation.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="How the learning rate changes per epoch.")
@@ -274,6 +298,13 @@ class Config(_Section):
             stray = sorted(set(self.data.task) - set(targets))
             if stray:
                 raise ValueError(f"data.task names {stray}, which are not targets; targets are {targets}")
+        return self
+
+    @model_validator(mode="after")
+    def _smote_needs_onehot(self) -> "Config":
+        if self.augment.smote and self.preprocess.embed_categories_above is not None:
+            raise ValueError("augment.smote interpolates encoded columns and cannot mix category codes: "
+                             "set preprocess.embed_categories_above to null, or turn augment.smote off")
         return self
 
     def to_yaml(self) -> str:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
+from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler, quantile_bins
 
 MISSING = "__missing__"
 STATE_VERSION = 1
@@ -44,8 +45,23 @@ class Preprocessor:
             else:
                 y = values.astype(float).to_numpy()
                 std = float(y.std())
-                self.targets_[column] = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
+                state = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
+                if self.cfg.scale == "quantile":  # the one scaling that applies to targets: it is invertible
+                    state["quantiles"] = fit_scaler("quantile", y)["quantiles"]
+                self.targets_[column] = state
+        self.bins_: list[list[float]] | None = None
         return self
+
+    def fit_bins(self, frame: pd.DataFrame, n_bins: int) -> "Preprocessor":
+        """Quantile bins of each scaled numeric feature on the training rows, for piecewise-linear embeddings."""
+        numeric = self.transform_features(frame)[:, : len(self.numeric_)]
+        self.bins_ = [quantile_bins(numeric[:, j], n_bins) for j in range(numeric.shape[1])]
+        return self
+
+    def input_layout(self) -> InputLayout:
+        n_onehot = sum(len(state["categories"]) for _, state in self._onehot_states())
+        cardinalities = [len(state["categories"]) for state in self.categorical_.values() if state.get("embed")]
+        return InputLayout(len(self.numeric_), n_onehot, cardinalities, self.bins_)
 
     def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
         present = values.dropna()
@@ -54,13 +70,7 @@ class Preprocessor:
         else:
             fill = float(present.median() if self.cfg.numeric_impute == "median" else present.mean())
         filled = values.fillna(fill).to_numpy()
-        if self.cfg.scale == "standard":
-            center, spread = float(filled.mean()), float(filled.std())
-        elif self.cfg.scale == "minmax":
-            center, spread = float(filled.min()), float(filled.max() - filled.min())
-        else:
-            center, spread = 0.0, 1.0
-        return {"fill": fill, "center": center, "scale": spread if spread > 0 else 1.0, "n_missing": int(values.isna().sum())}
+        return {"fill": fill, **fit_scaler(self.cfg.scale, filled), "n_missing": int(values.isna().sum())}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
         keys = _category_keys(values)
@@ -73,15 +83,21 @@ class Preprocessor:
         # Most frequent first, ties broken by name, so the encoding does not depend on row order.
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         categories = [name for name, _ in ranked[: self.cfg.max_categories]]
-        return {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+        state = {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+        if self.cfg.embed_categories_above is not None and len(categories) > self.cfg.embed_categories_above:
+            state["embed"] = True  # one code column (a learned embedding in the model) instead of a one-hot block
+        return state
 
     # ---- transforming --------------------------------------------------------------------------
     @property
     def feature_names_(self) -> list[str]:
         names = list(self.numeric_)
-        for column, state in self.categorical_.items():
+        for column, state in self._onehot_states():
             names.extend(f"{column}={category}" for category in state["categories"])
-        return names
+        return names + [column for column, state in self.categorical_.items() if state.get("embed")]
+
+    def _onehot_states(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(column, state) for column, state in self.categorical_.items() if not state.get("embed")]
 
     def transform_features(self, frame: pd.DataFrame) -> np.ndarray:
         """(n_rows, n_features_out) float32; checks the rows against the fitted schema first."""
@@ -91,17 +107,21 @@ class Preprocessor:
             numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
             for j, (column, state) in enumerate(self.numeric_.items()):
                 values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
-                numeric[:, j] = (values.to_numpy() - state["center"]) / state["scale"]
+                numeric[:, j] = apply_scaler(state, values.to_numpy())
             blocks.append(numeric)
+        embedded = []
         for column, state in self.categorical_.items():
             keys = _category_keys(frame[column]).fillna(state["fill"])
             lookup = {category: i for i, category in enumerate(state["categories"])}
             codes = keys.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
+            if state.get("embed"):  # 0 = unseen, 1.. = the kept categories; after every one-hot block
+                embedded.append((codes + 1)[:, None].astype(np.float64))
+                continue
             onehot = np.zeros((len(frame), len(lookup)), dtype=np.float64)
             known = codes >= 0  # an unseen category encodes as all zeros
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
-        return np.concatenate(blocks, axis=1).astype(np.float32)
+        return np.concatenate(blocks + embedded, axis=1).astype(np.float32)
 
     def check_features(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]
@@ -144,17 +164,30 @@ class Preprocessor:
                 if numeric.isna().any():
                     row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
                     raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
-                encoded[column] = ((numeric.to_numpy(dtype=float) - state["mean"]) / state["std"]).astype(np.float32)
+                encoded[column] = self._scale_target(state, numeric.to_numpy(dtype=float)).astype(np.float32)
         return encoded
+
+    @staticmethod
+    def _scale_target(state: dict[str, Any], y: np.ndarray) -> np.ndarray:
+        if "quantiles" in state:
+            return apply_scaler(state, y)
+        return (y - state["mean"]) / state["std"]
 
     # ---- what other stages ask of the fitted state (they never read its dicts) ---------------------
     def is_classification(self, target: str) -> bool:
         return self.targets_[target]["task"] == "classification"
 
     def to_original_units(self, target: str, scaled):
-        """Scaled regression values (a numpy array or tensor, any shape) back in the target's own units."""
+        """Scaled regression values (a numpy array or a tensor, any shape) back in the target's own units; a
+        quantile-scaled target goes through its inverse transform (on the CPU, back on the tensor's device)."""
         state = self.targets_[target]
-        return scaled * state["std"] + state["mean"]
+        if "quantiles" not in state:
+            return scaled * state["std"] + state["mean"]
+        if isinstance(scaled, np.ndarray):
+            return invert_scaler(state, scaled)
+        import torch
+
+        return torch.from_numpy(invert_scaler(state, scaled.double().cpu().numpy())).to(scaled.device)
 
     def regression_scale(self, target: str) -> float:
         """The target's training standard deviation: one scaled unit in the target's own units."""
@@ -204,6 +237,7 @@ class Preprocessor:
             "numeric": self.numeric_,
             "categorical": self.categorical_,
             "target_state": self.targets_,
+            "bins": self.bins_,
             "feature_names": self.feature_names_,
         }
 
@@ -216,6 +250,7 @@ class Preprocessor:
             fitted.numeric_ = state["numeric"]
             fitted.categorical_ = state["categorical"]
             fitted.targets_ = state["target_state"]
+            fitted.bins_ = state.get("bins")  # absent from runs saved before numeric embeddings existed
             _check_state(fitted)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None

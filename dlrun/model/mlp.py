@@ -1,4 +1,7 @@
-"""Stage 3: the network. A shared MLP trunk and one linear head per target; heads return logits or scaled values."""
+"""Stage 3: the network. A shared MLP trunk and one linear head per target; heads return logits or scaled values.
+
+`build_model` picks the family: the plain MLP (reads the encoded matrix as it is; the fast step covers it), the MLP
+behind an input stage (numeric or categorical embeddings, embeddings.py), or TabM (tabm.py)."""
 
 from __future__ import annotations
 
@@ -6,20 +9,13 @@ import torch
 from torch import nn
 
 from dlrun.config.schema import ModelConfig
-
-ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "elu": nn.ELU,
-}
-# The gain torch.nn.init uses for each activation; GELU/ELU are closest to ReLU's.
-INIT_NONLINEARITY = {"relu": "relu", "leaky_relu": "leaky_relu", "sigmoid": "sigmoid", "tanh": "tanh", "gelu": "relu", "elu": "relu"}
+from dlrun.data.scaling import InputLayout
+from dlrun.model.activations import INIT_NONLINEARITY, make_activation
+from dlrun.model.embeddings import FeatureInputs, needs_inputs
+from dlrun.model.layers import TrunkAndHeads
 
 
-class MLP(nn.Module):
+class MLP(TrunkAndHeads, nn.Module):
     """x (B, n_features) -> {target: (B, n_outputs)}; no output activation, losses take logits."""
 
     def __init__(self, n_features: int, output_sizes: dict[str, int], cfg: ModelConfig):
@@ -32,8 +28,7 @@ class MLP(nn.Module):
                 layers.append(nn.BatchNorm1d(hidden))
             elif cfg.norm == "layer":
                 layers.append(nn.LayerNorm(hidden))
-            activation = ACTIVATIONS[cfg.activation]
-            layers.append(activation(cfg.leaky_relu_slope) if cfg.activation == "leaky_relu" else activation())
+            layers.append(make_activation(cfg))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = hidden
@@ -46,26 +41,39 @@ class MLP(nn.Module):
         shared = self.trunk(x)  # (B, hidden[-1])
         return {target: head(shared) for target, head in zip(self.targets, self.heads)}
 
-    # ---- what other stages ask of the network (they never use its attribute names) ----------------
-    def hidden_layers(self) -> list[nn.Module]:
-        """The shared trunk's modules in order: per hidden layer a Linear, an optional norm, the activation and an
-        optional Dropout."""
-        return list(self.trunk)
 
-    def head(self, target: str) -> nn.Linear:
-        return self.heads[self.targets.index(target)]
+class EmbeddedMLP(MLP):
+    """The MLP behind a FeatureInputs stage: x (B, n_features) -> embedded (B, d) -> trunk -> heads."""
 
-    def head_target(self, name: str) -> str | None:
-        """The target whose head a parameter or module name (`heads.1.weight`) belongs to; None for the hidden layers."""
-        parts = name.split(".")
-        return self.targets[int(parts[1])] if parts[0] == "heads" and len(parts) > 1 else None
+    autograd_only = "numeric or categorical embeddings (model.num_embeddings, preprocess.embed_categories_above)"
+
+    def __init__(self, layout: InputLayout, output_sizes: dict[str, int], cfg: ModelConfig):
+        inputs = FeatureInputs(layout, cfg)
+        super().__init__(inputs.d_out, output_sizes, cfg)
+        self.inputs = inputs
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return super().forward(self.inputs(x))
 
 
-def build_model(n_features: int, output_sizes: dict[str, int], cfg: ModelConfig, seed: int) -> MLP:
-    """Build the MLP with weights drawn from `seed`, leaving the global RNG as it was."""
+def build_model(n_features: int, output_sizes: dict[str, int], cfg: ModelConfig, seed: int,
+                layout: InputLayout | None = None) -> nn.Module:
+    """Build the configured family with weights drawn from `seed`, leaving the global RNG as it was.
+
+    `layout` (Preprocessor.input_layout) says where numeric, one-hot and category-code columns sit; the plain MLP
+    does not need it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MLP(n_features, output_sizes, cfg)
+        if cfg.type == "tabm":
+            # Imported here: the tabm package loads rtdl_num_embeddings and with it scikit-learn (start-up time).
+            from dlrun.model.tabm import TabM
+
+            return TabM(n_features, output_sizes, cfg, layout)  # TabM's own initialisation
+        if needs_inputs(layout, cfg):
+            assert layout is not None, "embeddings need the input layout"
+            model: MLP = EmbeddedMLP(layout, output_sizes, cfg)
+        else:
+            model = MLP(n_features, output_sizes, cfg)
         _initialise(model, cfg)
     return model
 

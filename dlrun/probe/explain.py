@@ -16,7 +16,7 @@ from dlrun.config.schema import ModelConfig
 from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
 from dlrun.data.tensors import to_split
-from dlrun.model.mlp import ACTIVATIONS
+from dlrun.model.activations import ACTIVATIONS
 from dlrun.model.forward import forward_split
 
 DEFAULT_SLOPE = ModelConfig.model_fields["leaky_relu_slope"].default

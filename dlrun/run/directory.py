@@ -127,7 +127,8 @@ def open_run(run_dir: Path, device: str | None = None) -> FittedRun:
         raise RunError(f"{run_dir} is not a finished dlrun run: {layout.BEST_CHECKPOINT} is missing")
     target_device = resolve_device(device or "cpu")
     checkpoint = load_checkpoint(best, target_device)
-    model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed)
+    model = build_model(len(saved.prep.feature_names_), saved.prep.output_sizes(), saved.cfg.model, saved.cfg.seed,
+                        saved.prep.input_layout())
     load_weights(model, checkpoint["model"], best)
     model.to(target_device).eval()
     return FittedRun(run_dir, saved.cfg, saved.prep, model, target_device, read_record(run_dir).status_text,

@@ -87,10 +87,12 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, by the check below
             prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
         require_finite_scaling(prep)
+        if cfg.model.num_embeddings == "piecewise_linear":
+            prep.fit_bins(dataset.part("train"), cfg.model.n_bins)
     with out_of_memory_explained(cfg, device):
         train, n_synthetic = _train_split(cfg, dataset, prep, device)
         splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
-        model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
+        model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed, prep.input_layout()).to(device)
     return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dlrun.model.layers import linear_layers  # nn.Linear and TabM's ensemble layers
 from dlrun.training.state import Callback, TrainState
 from dlrun.core.io import write_csv
 from dlrun.model.mlp import MLP
@@ -116,33 +117,19 @@ class Diagnostics(Callback):
 def layer_weights(model: MLP) -> dict[str, tuple[str, nn.Parameter]]:
     """{"layer 1": (parameter name, weight), ..., "head <target>": ...}: each Linear's weight, trunk first."""
     params = dict(model.named_parameters())
-    labels = _linear_labels(model)
+    labels = model.weight_layers()
     return {label: (f"{name}.weight", params[f"{name}.weight"]) for name, label in labels.items()}
 
 
 def relu_activations(model: nn.Module) -> dict[str, nn.Module]:
-    """{"layer k": activation module} for the ReLU-family activation that follows the k-th trunk Linear."""
+    """{"layer k": activation module} for the ReLU-family activation that follows the k-th trunk weight layer."""
     found, layer = {}, 0
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
+    for module in model.hidden_layers():
+        if isinstance(module, linear_layers()):
             layer += 1
         elif isinstance(module, RELU_FAMILY) and layer:
             found[f"layer {layer}"] = module
     return found
-
-
-def _linear_labels(model: MLP) -> dict[str, str]:
-    labels, layer = {}, 0
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        target = model.head_target(name)
-        if target is not None:
-            labels[name] = f"head {target}"
-        else:
-            layer += 1
-            labels[name] = f"layer {layer}"
-    return labels
 
 
 def diagnose(frame: pd.DataFrame, activation: str = "relu") -> list[str]:

@@ -65,6 +65,8 @@ def unsupported(model: nn.Module, cfg: Config) -> str | None:
     """Why the fast step cannot train `model` with `cfg` (the run then uses autograd), or None when it can."""
     if not cfg.train.fast_path:
         return "train.fast_path is false"
+    if getattr(model, "autograd_only", None):  # TabM, embeddings: layers the hand-written step does not cover
+        return model.autograd_only
     if not isinstance(model, MLP):
         return f"{type(model).__name__} is not dlrun's MLP"
     if not any(p.requires_grad for p in model.parameters()):

@@ -28,10 +28,13 @@ class Criterion:
     def __call__(self, outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> torch.Tensor:
         total = None
         for target, is_classification, weight, options in self.parts:
+            out, truth = outputs[target], y[target]
+            if out.dim() == 3:  # an ensemble in training, (B, k, n_outputs): the mean of the k members' losses
+                out, truth = out.flatten(0, 1), truth.repeat_interleave(out.shape[1])
             if is_classification:
-                loss = F.cross_entropy(outputs[target], y[target], **options)
+                loss = F.cross_entropy(out, truth, **options)
             else:
-                loss = F.mse_loss(outputs[target].squeeze(1), y[target])
+                loss = F.mse_loss(out.squeeze(1), truth)
             if weight != 1.0:  # each extra op is an autograd node on every step
                 loss = weight * loss
             total = loss if total is None else total + loss

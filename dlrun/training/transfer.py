@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
 
 from dlrun.training.checkpoint import load_checkpoint
 from dlrun.config.schema import TrainConfig
@@ -42,7 +41,7 @@ def load_matching_weights(model: MLP, source: str, best_in_run: str) -> list[str
 
 def freeze(model: MLP, specs: list[int | str]) -> list[str]:
     """Turn off requires_grad for trunk Linear layers given by index (0 = first) or parameter-name prefix."""
-    linear_names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear) and model.head_target(name) is None]
+    linear_names = [name for name, label in model.weight_layers().items() if model.head_target(name) is None]
     names = [name for name, _ in model.named_parameters()]
     frozen: list[str] = []
     for spec in specs:
