@@ -5,6 +5,7 @@ The fitted state is plain JSON (`to_dict` / `from_dict`), so a run directory nev
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ import pandas as pd
 
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
+from dlrun.data.clean import ColumnCounts, read_columns
+from dlrun.data.columns import ColumnDecision
 
 MISSING = "__missing__"
 STATE_VERSION = 1
@@ -20,22 +23,33 @@ STATE_VERSION = 1
 class Preprocessor:
     """Fit/transform for features and targets, following scikit-learn's contract: fitted state ends in `_`."""
 
-    def __init__(self, cfg: PreprocessConfig, features: list[str], targets: list[str], tasks: dict[str, str]):
+    def __init__(self, cfg: PreprocessConfig, features: list[str], targets: list[str], tasks: dict[str, str],
+                 columns: dict[str, ColumnDecision] | None = None):
         self.cfg = cfg
         self.features = list(features)
         self.targets = list(targets)
         self.tasks = dict(tasks)
+        self.columns = dict(columns or {})  # how each column's cells are read (roles, spellings, tokens)
 
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> "Preprocessor":
-        self.numeric_: dict[str, dict[str, float]] = {}
+        numeric = [column for column in self.features if _is_numeric(frame[column])]
+        self.numeric_: dict[str, dict[str, float]] = self._fit_numeric_block(frame[numeric])
         self.categorical_: dict[str, dict[str, Any]] = {}
         for column in self.features:
-            values = frame[column]
-            if _is_numeric(values):
-                self.numeric_[column] = self._fit_numeric(_finite_or_missing(values))
+            if column not in self.numeric_:
+                self.categorical_[column] = self._fit_categorical(frame[column])
+        # "was missing" as its own 0/1 input, after the one-hot blocks (so their positions do not move)
+        self.indicators_: list[str] = [c for c, s in self.numeric_.items() if s["n_missing"]] if self.cfg.missing_indicators else []
+        for column, decision in self.columns.items():
+            if column in self.numeric_:
+                decision.encoded_width = 1 + (column in self.indicators_)
+            elif column in self.categorical_:
+                decision.encoded_width = len(self.categorical_[column]["categories"])
+            elif column in self.features or column in self.targets:
+                decision.encoded_width = None
             else:
-                self.categorical_[column] = self._fit_categorical(values)
+                decision.encoded_width = 0
         self.targets_: dict[str, dict[str, Any]] = {}
         for column in self.targets:
             values = frame[column]
@@ -47,20 +61,32 @@ class Preprocessor:
                 self.targets_[column] = {"task": "regression", "mean": float(y.mean()), "std": std if std > 0 else 1.0}
         return self
 
-    def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
-        present = values.dropna()
-        if present.empty:
-            fill = 0.0
-        else:
-            fill = float(present.median() if self.cfg.numeric_impute == "median" else present.mean())
-        filled = values.fillna(fill).to_numpy()
+    def _fit_numeric_block(self, block: pd.DataFrame) -> dict[str, dict[str, float]]:
+        """Fill, centre and scale of every numeric column at once: one pass per statistic, not per column.
+        Column-major so each column's sums run as numpy's pairwise sum of one column (the same floats as per column)."""
+        if block.shape[1] == 0:
+            return {}
+        X = np.array(block.to_numpy(dtype=np.float64), order="F")  # (n_rows, n_numeric), a copy
+        X[~np.isfinite(X)] = np.nan  # an overflowed cell is imputed like an empty one
+        missing = np.isnan(X)
+        n_missing, empty = missing.sum(axis=0), missing.all(axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: its fill is 0 below
+            fill = np.nanmedian(X, axis=0) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
+            low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+        fill = np.where(empty, 0.0, fill)
+        filled = np.where(missing, fill, X)
         if self.cfg.scale == "standard":
-            center, spread = float(filled.mean()), float(filled.std())
+            center, spread = filled.mean(axis=0), filled.std(axis=0)
         elif self.cfg.scale == "minmax":
-            center, spread = float(filled.min()), float(filled.max() - filled.min())
+            center, spread = filled.min(axis=0), filled.max(axis=0) - filled.min(axis=0)
         else:
-            center, spread = 0.0, 1.0
-        return {"fill": fill, "center": center, "scale": spread if spread > 0 else 1.0, "n_missing": int(values.isna().sum())}
+            center, spread = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        spread = np.where(spread > 0, spread, 1.0)
+        return {column: {"fill": float(fill[j]), "center": float(center[j]), "scale": float(spread[j]),
+                         "n_missing": int(n_missing[j]),
+                         "min": None if empty[j] else float(low[j]), "max": None if empty[j] else float(high[j])}
+                for j, column in enumerate(block.columns)}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
         keys = _category_keys(values)
@@ -81,18 +107,21 @@ class Preprocessor:
         names = list(self.numeric_)
         for column, state in self.categorical_.items():
             names.extend(f"{column}={category}" for category in state["categories"])
-        return names
+        return names + [f"{column} (missing)" for column in self.indicators_]
 
     def transform_features(self, frame: pd.DataFrame) -> np.ndarray:
         """(n_rows, n_features_out) float32; checks the rows against the fitted schema first."""
         self.check_features(frame)
         blocks = []
         if self.numeric_:
-            numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
-            for j, (column, state) in enumerate(self.numeric_.items()):
-                values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
-                numeric[:, j] = (values.to_numpy() - state["center"]) / state["scale"]
-            blocks.append(numeric)
+            names = list(self.numeric_)
+            block = frame[names]
+            if not all(_is_numeric(block[c]) for c in names):
+                block = block.apply(pd.to_numeric, errors="coerce")
+            X = block.to_numpy(dtype=np.float64)  # (n_rows, n_numeric)
+            missing = ~np.isfinite(X)
+            fill, center, scale = (np.array([s[key] for s in self.numeric_.values()]) for key in ("fill", "center", "scale"))
+            blocks.append((np.where(missing, fill, X) - center) / scale)
         for column, state in self.categorical_.items():
             keys = _category_keys(frame[column]).fillna(state["fill"])
             lookup = {category: i for i, category in enumerate(state["categories"])}
@@ -101,12 +130,37 @@ class Preprocessor:
             known = codes >= 0  # an unseen category encodes as all zeros
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
+        if self.indicators_:
+            blocks.append(frame[self.indicators_].apply(pd.to_numeric, errors="coerce").isna().to_numpy(dtype=np.float64))
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
-    def check_features(self, frame: pd.DataFrame) -> None:
+    def read_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, ColumnCounts]]:
+        """New rows read as training read its own (trimmed, case-merged, tokens as missing, dates as years), with
+        what reading each column took; a run from before column decisions reads them as they are."""
+        return read_columns(frame, self.columns)
+
+    def unseen_categories(self, column: str, values: pd.Series) -> np.ndarray:
+        """(n_rows,) bool: present values of a categorical feature that have no one-hot input (never seen, or rarer
+        than the kept max_categories)."""
+        keys = _category_keys(values)
+        return (keys.notna() & ~keys.isin(self.categorical_[column]["categories"])).to_numpy(dtype=bool)
+
+    def numeric_range(self, column: str) -> tuple[float | None, float | None]:
+        """The training split's smallest and largest value of a numeric feature (None when not recorded)."""
+        state = self.numeric_.get(column, {})
+        return state.get("min"), state.get("max")
+
+    def column_table(self) -> list[dict[str, Any]]:
+        """One row per column: role, why, missing %, distinct values, merged spellings, tokens, encoded width."""
+        return [decision.table_row() for decision in self.columns.values()]
+
+    def require_columns(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]
         if missing:
             raise DataError(f"missing feature column(s): {', '.join(missing)}; the model needs {', '.join(self.features)}")
+
+    def check_features(self, frame: pd.DataFrame) -> None:
+        self.require_columns(frame)
         for column in self.numeric_:
             values = frame[column]
             if _is_numeric(values):
@@ -170,6 +224,8 @@ class Preprocessor:
             "categorical": self.categorical_,
             "target_state": self.targets_,
             "feature_names": self.feature_names_,
+            "indicators": self.indicators_,
+            "columns": {name: decision.to_dict() for name, decision in self.columns.items()},
         }
 
     @classmethod
@@ -177,8 +233,10 @@ class Preprocessor:
         try:
             if state["version"] != STATE_VERSION:
                 raise RunError(f"preprocess.json has version {state['version']}; this dlrun reads version {STATE_VERSION}")
-            fitted = cls(PreprocessConfig(**state["config"]), state["features"], state["targets"], state["tasks"])
+            columns = {name: ColumnDecision.from_dict(d) for name, d in state.get("columns", {}).items()}
+            fitted = cls(PreprocessConfig(**state["config"]), state["features"], state["targets"], state["tasks"], columns)
             fitted.numeric_ = state["numeric"]
+            fitted.indicators_ = list(state.get("indicators", []))
             fitted.categorical_ = state["categorical"]
             fitted.targets_ = state["target_state"]
             _check_state(fitted)
@@ -203,6 +261,8 @@ def _check_state(fitted: Preprocessor) -> None:
             raise ValueError(f"categorical.{column}.categories must be a list of strings")
         if not isinstance(state["fill"], str):
             raise ValueError(f"categorical.{column}.fill must be a string")
+    if not set(fitted.indicators_) <= set(fitted.numeric_):
+        raise ValueError("indicators name columns that are not numeric features")
     if set(fitted.targets_) != set(fitted.targets):
         raise ValueError("target_state does not match targets")
     for column, state in fitted.targets_.items():

@@ -10,7 +10,8 @@ from typing import Iterator
 import torch
 
 from dlrun.run.directory import FittedRun, now, open_run
-from dlrun.data.load import load_dataset, read_csv
+from dlrun.data.audit import RowCheck, read_new_rows, require_clean
+from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
 from dlrun.core.io import write_csv, write_json
 from dlrun.metrics.score import score
@@ -29,6 +30,7 @@ class Evaluation:
     output: Path
     run_status: str | None  # anything but completed (or None) means best.pt is the best of an unfinished run
     checkpoint_epoch: int | None
+    rows_check: RowCheck | None = None  # with --data: unseen categories, missing values, out-of-range numbers
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Prediction:
     output: Path
     run_status: str | None  # as in Evaluation
     checkpoint_epoch: int | None
+    rows_check: RowCheck | None = None  # unseen categories, tokens read as missing, missing values, out-of-range numbers
 
 
 @contextmanager
@@ -52,13 +55,17 @@ def _writing(output: Path) -> Iterator[None]:
 
 
 def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", output: Path | None = None,
-             device: str | None = None) -> Evaluation:
+             device: str | None = None, strict: bool = False) -> Evaluation:
     """Score the best checkpoint on one split of the run's data, or on a labelled CSV; writes eval.json."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
     run = open_run(run_dir, device)
+    rows_check = None
     if data is not None:
-        frame, source = read_csv(data), str(data)
+        _, frame, rows_check = read_new_rows(run.prep, data)
+        source = str(data)
+        if strict:
+            require_clean(rows_check, source)
     else:
         dataset = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks)
         frame, source = dataset.part(split), f"{split} split"
@@ -73,16 +80,20 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     with _writing(output):
         write_json(output, {"source": source, "n_rows": len(rows), "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
     return Evaluation(Path(run_dir), source, len(rows), metrics, dict(run.cfg.data.units), output, run.run_status,
-                      run.checkpoint_epoch)
+                      run.checkpoint_epoch, rows_check)
 
 
-def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Prediction:
-    """Write the input rows plus prediction columns; extra input columns are kept, column order does not matter."""
+def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None,
+            strict: bool = False) -> Prediction:
+    """Write the input rows exactly as given plus prediction columns; extra input columns are kept, column order does
+    not matter. With `strict`, rows holding anything the model was not trained on are an error naming them."""
     run: FittedRun = open_run(run_dir, device)
-    frame = read_csv(input_csv)
+    as_written, frame, rows_check = read_new_rows(run.prep, input_csv)
+    if strict:
+        require_clean(rows_check, str(input_csv))
     X = torch.from_numpy(run.prep.transform_features(frame)).to(run.device)
-    result = with_predictions(frame, prediction_frame(run.prep, forward_split(run.model, X)))
+    result = with_predictions(as_written, prediction_frame(run.prep, forward_split(run.model, X)))
     output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
     with _writing(output):
         write_csv(output, result)
-    return Prediction(Path(run_dir), len(result), output, run.run_status, run.checkpoint_epoch)
+    return Prediction(Path(run_dir), len(result), output, run.run_status, run.checkpoint_epoch, rows_check)

@@ -18,6 +18,7 @@ from dlrun.run.directory import read_run_info
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
+from dlrun.data.columns import TABLE_HEADER, table_cells
 from dlrun.run.listing import RunRow, format_duration, read_run_row
 from dlrun.metrics.names import format_value, metric_label
 
@@ -103,6 +104,10 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
     row = read_run_row(run_dir)
     parts = [f"<h1>dlrun run {escape(run_dir.name)}</h1>", _facts(row, info)]
     parts.append("<h2>Warnings</h2>")
+    data = info.get("data") if isinstance(info.get("data"), dict) else {}
+    overfit = info.get("overfitting") if isinstance(info.get("overfitting"), dict) else {}
+    warnings = [*map(str, data.get("warnings") or []), *([str(overfit["message"])] if overfit.get("message") else []),
+                *warnings]
     if warnings:
         parts.append("<ul>" + "".join(f'<li class="warning">{escape(w)}</li>' for w in warnings) + "</ul>")
     elif (run_dir / "diagnostics.csv").is_file():
@@ -113,6 +118,7 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
     parts.extend(_metrics_tables(metrics, units) or ["<p>No metrics.json: the run did not finish.</p>"])
     parts.append("<h2>Data</h2>")
     parts.append(_data_table(info.get("data") or {}, units))
+    parts.append(_columns_table(data))
     parts.append("<h2>Plots</h2>")
     parts.extend(_figure(path) for path in plots)
     parts.append("<h2>Configuration (resolved)</h2>")
@@ -181,6 +187,14 @@ def _data_table(summary: dict[str, Any], units: dict[str, str]) -> str:
     except (KeyError, TypeError, AttributeError):  # a run.json from another version or edited by hand
         return "<p>run.json holds no readable data summary.</p>"
     return _table(["data", "value"], [list(row) for row in rows], css_id="data")
+
+
+def _columns_table(summary: dict[str, Any]) -> str:
+    """One row per column: the role dlrun gave it and why (columns.py)."""
+    try:
+        return _table(list(TABLE_HEADER), table_cells(summary.get("columns") or []), caption="columns", css_id="columns")
+    except (KeyError, TypeError, AttributeError, ValueError):  # a run.json from another version or edited by hand
+        return "<p>run.json holds no readable column table.</p>"
 
 
 def _figure(path: Path) -> str:

@@ -7,7 +7,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import pandas as pd
 import torch
@@ -29,6 +29,7 @@ from dlrun.run.outputs import confusion_frame, prediction_frame, with_prediction
 from dlrun.data.tensors import to_split
 from dlrun.core.io import write_csv, write_json
 from dlrun.training.losses import Criterion
+from dlrun.metrics.health import overfitting, validation_warnings
 from dlrun.metrics.score import epoch_columns, score
 from dlrun.model.mlp import build_model
 from dlrun.data.preprocess import Preprocessor
@@ -81,12 +82,19 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     cfg = resolve(cfg, dataset)
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
-        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+        prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks,
+                            dataset.columns).fit(dataset.part("train"))
     with out_of_memory_explained(cfg, device):
         train, n_synthetic = _train_split(cfg, dataset, prep, device)
         splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
         model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed).to(device)
-    return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
+    summary = {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic}
+    stopping = cfg.train.early_stopping
+    val = dataset.part("val")
+    val_classes = {t: {str(k): int(v) for k, v in val[t].value_counts().items()}
+                   for t, task in dataset.tasks.items() if task == "classification"}
+    summary["warnings"] = [*dataset.warnings, *validation_warnings(len(val), val_classes, stopping.metric if stopping else None)]
+    return Prepared(cfg, device, dataset, prep, splits, model, summary)
 
 
 def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torch.device) -> tuple[Split, int]:
@@ -103,12 +111,16 @@ def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torc
     return Split(torch.from_numpy(X_over).to(device), {target: torch.from_numpy(y_over).to(device)}), len(y_over) - len(y)
 
 
-def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True) -> Run:
+def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True,
+          warn: Optional[Callable[[str], None]] = None) -> Run:
     """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
 
-    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it)."""
+    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it).
+    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts."""
     started = time.perf_counter()
     ready = prepare(cfg)
+    for line in ready.summary["warnings"] if warn else ():
+        warn(line)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
@@ -176,12 +188,14 @@ def _execute(ready: Prepared, run_dir: Path, info: dict[str, Any], callbacks: Se
         write_run_info(run_dir, {**info, "status": "failed", "ended": now(), "error": reason})
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
+    overfit = overfitting(state.history)
     info = {**info, "status": "completed", "ended": now(), "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds}
+            "monitor": state.monitor, "best_value": state.best_value, "stop_reason": stop_reason, "seconds": seconds,
+            "overfitting": overfit}
     write_run_info(run_dir, info)
     # plots and report.html; never raises, a failure there is one more warning
     published = time.perf_counter()
-    warnings = publish(run_dir, cfg.model.activation, draw=cfg.report)
+    warnings = ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
     write_run_info(run_dir, {**info, "warnings": warnings, "seconds": seconds})
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
@@ -247,6 +261,9 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         "categorical_features": list(prep.categorical_),
         "targets": targets,
         "missing_imputed_in_train": missing,
+        "missing_indicators": list(getattr(prep, "indicators_", [])),
+        "columns": prep.column_table() or [d.table_row() for d in dataset.columns.values()],
+        "column_warnings": list(dataset.warnings),
     }
 
 
