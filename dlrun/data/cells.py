@@ -1,10 +1,13 @@
 """Reading a column's cells as its role says: numbers with missing tokens, dates in several formats, booleans, and
-categories trimmed and merged across case. Vectorised per column (pandas string methods), never per cell in Python.
+categories trimmed and merged across case. Work is done once per *distinct* value (a column of 100,000 rows and three
+spellings costs three reads), then mapped onto the rows; text functions take and return plain lists.
 
 Shared by inference (columns.py: does a column read this way?) and cleaning (clean.py: read it this way).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -26,34 +29,47 @@ NAMED_MONTH = (r"^(\d{1,2}[ -])?(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|no
                r"\d{4}$")
 
 
-def text_of(values: pd.Series) -> pd.Series:
-    """Present cells as stripped text (object dtype); missing stays NaN. Numbers are spelled as a CSV holds them."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        present = values.dropna()
-        as_int = pd.api.types.is_float_dtype(present) and bool((np.floor(present) == present).all())
-        text = (present.astype("int64") if as_int else present).astype(str)
-        return text.reindex(values.index).astype(object)
-    text = values.astype("string").str.strip()
-    return text.astype(object).where(text.notna(), np.nan)
+def spell(value) -> str:
+    """A cell as text, stripped; a whole float as its integer (a CSV holding 1 and 2 reads them as 1.0, 2.0)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
-def numbers_of(text: pd.Series) -> pd.Series:
-    """Formatted numbers ("1,250", "$40.5", "12%") as float64; anything else NaN."""
-    looks = text.str.match(NUMBER_AS_TEXT, na=False)
-    digits = text.where(looks).str.replace(r"[\s,$€£%]", "", regex=True)
-    return pd.to_numeric(digits, errors="coerce").astype(float)
+def distinct_counts(values: pd.Series) -> dict[str, int]:
+    """Cells per distinct present value, as stripped text, most frequent first."""
+    raw = values.value_counts()
+    counts: dict[str, int] = {}
+    for value, n in zip(raw.index.tolist(), raw.to_numpy().tolist()):
+        key = spell(value)
+        counts[key] = counts.get(key, 0) + int(n)
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
 
 
-def is_token(text: pd.Series) -> pd.Series:
-    """Cells that say "no value" in words: no digit in them (unknown, ?, n/a, -)."""
-    return text.notna() & ~text.astype(str).str.contains(r"\d", regex=True)
+_NUMBER = re.compile(NUMBER_AS_TEXT)
+_FORMATTING = re.compile(r"[\s,$€£%]")
+_DIGIT = re.compile(r"\d")
 
 
-def booleans_of(text: pd.Series) -> pd.Series:
-    """yes/no, y/n, true/false, 1/0 in any case as 1.0/0.0; anything else NaN."""
-    lower = text.str.lower()
-    return pd.Series(np.where(lower.isin(TRUE_WORDS), 1.0, np.where(lower.isin(FALSE_WORDS), 0.0, np.nan)),
-                     index=text.index)
+def number_of(text: str) -> float | None:
+    """A formatted number ("1,250", "$40.5", "12%") as a float, else None."""
+    if not _NUMBER.match(text):
+        return None
+    try:
+        return float(_FORMATTING.sub("", text))
+    except ValueError:
+        return None
+
+
+def is_token(text: str) -> bool:
+    """A cell that says "no value" in words: no digit in it (unknown, ?, n/a, -)."""
+    return _DIGIT.search(text) is None
+
+
+def boolean_of(text: str) -> float | None:
+    """yes/no, y/n, true/false, 1/0 in any case as 1.0/0.0, else None."""
+    lower = text.lower()
+    return 1.0 if lower in TRUE_WORDS else 0.0 if lower in FALSE_WORDS else None
 
 
 def date_kinds(text: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -111,19 +127,13 @@ def fractional_years(stamps: pd.Series) -> pd.Series:
     return years
 
 
-def spellings_of(text: pd.Series) -> dict[str, str]:
+def spellings_of(counts: dict[str, int]) -> dict[str, str]:
     """Case-insensitive key -> the most frequent spelling of it (ties: the first in sorted order)."""
-    counts = text.dropna().value_counts()
-    if counts.empty:
-        return {}
-    table = pd.DataFrame({"spelling": counts.index.astype(str), "n": counts.to_numpy()})
-    table["key"] = table["spelling"].str.lower()
-    table = table.sort_values(["key", "n", "spelling"], ascending=[True, False, True])
-    table = table.drop_duplicates("key", keep="first")
-    return dict(zip(table["key"], table["spelling"]))
+    best: dict[str, tuple[int, str]] = {}
+    for spelling, n in counts.items():
+        key = spelling.lower()
+        if key not in best or (-n, spelling) < (-best[key][0], best[key][1]):
+            best[key] = (n, spelling)
+    return {key: spelling for key, (_, spelling) in best.items()}
 
 
-def merge_spellings(text: pd.Series, spellings: dict[str, str]) -> pd.Series:
-    """Each value in its column's canonical spelling; a value never seen keeps its own (stripped) spelling."""
-    canonical = text.str.lower().map(spellings)
-    return canonical.where(canonical.notna(), text)

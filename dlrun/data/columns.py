@@ -59,7 +59,7 @@ class ColumnDecision:
         return {k: v for k, v in self.to_dict().items() if k not in ("spellings", "day_first", "order", "declared")}
 
 
-Rule = Callable[[pd.Series, pd.Series], Optional[tuple[str, str]]]
+Rule = Callable[[pd.Series, dict[str, int]], Optional[tuple[str, str]]]
 
 
 def declared_roles(cfg: DataConfig, frame: pd.DataFrame) -> dict[str, tuple[str, list[str]]]:
@@ -75,7 +75,9 @@ def declared_roles(cfg: DataConfig, frame: pd.DataFrame) -> dict[str, tuple[str,
 
 
 # ---- rules: each returns (role, why) or None ----------------------------------------------------
-def row_counter(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
+# A rule sees the column (`values`) and its distinct present values, stripped, with their counts (`counts`):
+# checking 3 distinct spellings instead of 100,000 cells keeps wide and long tables fast.
+def row_counter(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
     if not pd.api.types.is_integer_dtype(values) or len(values) < MIN_ROWS_FOR_IDENTIFIER:
         return None
     numbers = values.to_numpy()
@@ -87,43 +89,33 @@ def row_counter(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
     return None
 
 
-def yes_no(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
-    present = text.dropna()
-    if present.empty:
+def yes_no(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
+    words = {text.lower(): n for text, n in counts.items() if text.lower() not in cells.MISSING_TOKENS}
+    if not words or sum(words.values()) < sum(counts.values()) * (1 - MAX_TOKEN_SHARE):
         return None
-    lower = present.str.lower()
-    words = lower[~lower.isin(cells.MISSING_TOKENS)]
-    if len(words) < len(present) * (1 - MAX_TOKEN_SHARE) or words.empty:
-        return None
-    if words.isin(cells.TRUE_WORDS).any() and words.isin(cells.FALSE_WORDS).any() and \
-            words.isin(cells.TRUE_WORDS | cells.FALSE_WORDS).all():
-        spelled = "/".join(sorted(set(words))[:6])
-        return "boolean", f"yes/no ({spelled})"
+    spelled = set(words)
+    if spelled & cells.TRUE_WORDS and spelled & cells.FALSE_WORDS and spelled <= cells.TRUE_WORDS | cells.FALSE_WORDS:
+        return "boolean", f"yes/no ({'/'.join(sorted(spelled)[:6])})"
     return None
 
 
-def numbers_with_tokens(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
+def numbers_with_tokens(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
     if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "numeric", "numbers"
-    present = text.dropna()
-    if present.empty:
+    read = {text for text in counts if cells.number_of(text) is not None}
+    if not read or not _few_words(counts, read):
         return None
-    numbers = cells.numbers_of(present)
-    unread = present[numbers.isna()]
-    if numbers.notna().sum() == 0 or len(unread) > MAX_TOKEN_SHARE * len(present) or not cells.is_token(unread).all():
-        return None
-    formatted = " as text ($ % ,)" if present[numbers.notna()].str.contains(r"[$€£%,]").any() else ""
-    return "numeric", f"numbers{formatted}" + ("; words read as missing" if len(unread) else "")
+    formatted = " as text ($ % ,)" if any(mark in text for text in read for mark in "$€£%,") else ""
+    return "numeric", f"numbers{formatted}" + ("; words read as missing" if len(read) < len(counts) else "")
 
 
-def dates(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
-    present = text.dropna()
-    if present.empty or pd.api.types.is_numeric_dtype(values):
+def dates(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
+    if not counts or pd.api.types.is_numeric_dtype(values):
         return None
+    present = pd.Series(list(counts), dtype=object)
     iso, numeric, named = cells.date_kinds(present)
     matched = iso | numeric | named
-    unread = present[~matched]
-    if matched.sum() == 0 or len(unread) > MAX_TOKEN_SHARE * len(present) or not cells.is_token(unread).all():
+    if not matched.any() or not _few_words(counts, set(present[matched])):
         return None
     day_first, note = cells.day_first_from(present)
     if day_first is None or cells.dates_of(present[matched], day_first).isna().any():
@@ -134,18 +126,17 @@ def dates(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
     return "date", f"dates ({', '.join(kinds)}){ambiguous}"
 
 
-def identifier(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
-    present = text.dropna()
-    if len(values) >= MIN_ROWS_FOR_IDENTIFIER and len(present) == len(values) and present.nunique() == len(values):
+def identifier(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
+    if len(values) >= MIN_ROWS_FOR_IDENTIFIER and len(counts) == len(values) and sum(counts.values()) == len(values):
         return "ignore", "identifier (unique text per row)"
     return None
 
 
-def free_text(values: pd.Series, text: pd.Series) -> tuple[str, str] | None:
-    present = text.dropna()
-    if len(present) < MIN_ROWS_FOR_IDENTIFIER or present.nunique() < 0.5 * len(present):
+def free_text(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
+    n_present = sum(counts.values())
+    if n_present < MIN_ROWS_FOR_IDENTIFIER or len(counts) < 0.5 * n_present:
         return None
-    if present.str.split().str.len().mean() >= FREE_TEXT_WORDS:
+    if sum(len(text.split()) * n for text, n in counts.items()) / n_present >= FREE_TEXT_WORDS:
         return "ignore", "free text (not used)"
     return None
 
@@ -154,12 +145,19 @@ FEATURE_RULES: tuple[Rule, ...] = (row_counter, yes_no, numbers_with_tokens, dat
 TARGET_RULES: tuple[Rule, ...] = (numbers_with_tokens, dates)  # a target is never ignored; yes/no keeps its labels
 
 
-def infer_role(values: pd.Series, text: pd.Series, is_target: bool) -> tuple[str, str]:
+def infer_role(values: pd.Series, counts: dict[str, int], is_target: bool) -> tuple[str, str]:
     for rule in TARGET_RULES if is_target else FEATURE_RULES:
-        decided = rule(values, text)
+        decided = rule(values, counts)
         if decided is not None:
             return decided
     return "category", "text"
+
+
+def _few_words(counts: dict[str, int], read: set[str]) -> bool:
+    """The cells not read are words without a digit (unknown, ?, n/a), under MAX_TOKEN_SHARE of the cells."""
+    unread = [text for text in counts if text not in read]
+    return (sum(counts[text] for text in unread) <= MAX_TOKEN_SHARE * sum(counts.values())
+            and all(cells.is_token(text) for text in unread))
 
 
 def decide_columns(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], candidates: list[str],
@@ -173,18 +171,18 @@ def decide_columns(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], can
         if column in decisions:
             continue
         values, is_target = frame[column], column in targets
-        text = cells.text_of(values)
+        counts = cells.distinct_counts(values)
         if column in declared:
             role, order = declared[column]
             decision = ColumnDecision(column, role, "declared", declared=True, order=order)
         else:
-            role, why = infer_role(values, text, is_target)
+            role, why = infer_role(values, counts, is_target)
             if explicit_features and role == "ignore":
                 role, why = "category", f"in data.features (else {why})"
             decision = ColumnDecision(column, role, why)
         decision.target = is_target
         if role == "date":
-            decision.day_first = cells.day_first_from(text.dropna())[0] is not False
+            decision.day_first = cells.day_first_from(pd.Series(list(counts), dtype=object))[0] is not False
         decisions[column] = decision
     return {column: decisions[column] for column in frame.columns if column in decisions}  # in the table's order
 

@@ -33,7 +33,8 @@ class Preprocessor:
 
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> "Preprocessor":
-        numeric = [column for column in self.features if _is_numeric(frame[column])]
+        dtypes = frame.dtypes
+        numeric = [column for column in self.features if _is_numeric_dtype(dtypes[column])]
         self.numeric_: dict[str, dict[str, float]] = self._fit_numeric_block(frame[numeric])
         self.categorical_: dict[str, dict[str, Any]] = {}
         for column in self.features:
@@ -72,7 +73,7 @@ class Preprocessor:
         n_missing, empty = missing.sum(axis=0), missing.all(axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: its fill is 0 below
-            fill = np.nanmedian(X, axis=0) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
+            fill = _nanmedian_columns(X) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
             low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
         fill = np.where(empty, 0.0, fill)
         filled = np.where(missing, fill, X)
@@ -89,13 +90,16 @@ class Preprocessor:
                 for j, column in enumerate(block.columns)}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
-        keys = _category_keys(values)
-        if self.cfg.categorical_impute == "most_frequent":
-            counts = keys.dropna().value_counts()
-            fill = str(counts.index[0]) if len(counts) else MISSING
-        else:
-            fill = MISSING
-        counts = keys.fillna(fill).value_counts(sort=False)
+        counts: dict[str, int] = {}  # rows per key, counted once per distinct value
+        for value, n in values.value_counts().items():
+            key = _category_key(value)
+            counts[key] = counts.get(key, 0) + int(n)
+        fill = MISSING
+        if self.cfg.categorical_impute == "most_frequent" and counts:
+            fill = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            counts[fill] = counts.get(fill, 0) + n_missing
         # Most frequent first, ties broken by name, so the encoding does not depend on row order.
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         categories = [name for name, _ in ranked[: self.cfg.max_categories]]
@@ -116,22 +120,22 @@ class Preprocessor:
         if self.numeric_:
             names = list(self.numeric_)
             block = frame[names]
-            if not all(_is_numeric(block[c]) for c in names):
+            if not all(_is_numeric_dtype(dtype) for dtype in block.dtypes):
                 block = block.apply(pd.to_numeric, errors="coerce")
             X = block.to_numpy(dtype=np.float64)  # (n_rows, n_numeric)
             missing = ~np.isfinite(X)
             fill, center, scale = (np.array([s[key] for s in self.numeric_.values()]) for key in ("fill", "center", "scale"))
             blocks.append((np.where(missing, fill, X) - center) / scale)
+            position = {column: j for j, column in enumerate(names)}
+            indicators = missing[:, [position[column] for column in self.indicators_]]
         for column, state in self.categorical_.items():
-            keys = _category_keys(frame[column]).fillna(state["fill"])
-            lookup = {category: i for i, category in enumerate(state["categories"])}
-            codes = keys.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
-            onehot = np.zeros((len(frame), len(lookup)), dtype=np.float64)
+            codes = _category_codes(frame[column], state["categories"], state["fill"])
+            onehot = np.zeros((len(frame), len(state["categories"])), dtype=np.float64)
             known = codes >= 0  # an unseen category encodes as all zeros
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
         if self.indicators_:
-            blocks.append(frame[self.indicators_].apply(pd.to_numeric, errors="coerce").isna().to_numpy(dtype=np.float64))
+            blocks.append(indicators.astype(np.float64))
         return np.concatenate(blocks, axis=1).astype(np.float32)
 
     def read_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, ColumnCounts]]:
@@ -161,11 +165,11 @@ class Preprocessor:
 
     def check_features(self, frame: pd.DataFrame) -> None:
         self.require_columns(frame)
+        dtypes = frame.dtypes
         for column in self.numeric_:
-            values = frame[column]
-            if _is_numeric(values):
+            if _is_numeric_dtype(dtypes[column]):
                 continue
-            present = values.dropna()
+            present = frame[column].dropna()
             bad = present[pd.to_numeric(present, errors="coerce").isna()]
             if len(bad):
                 raise DataError(
@@ -277,13 +281,44 @@ def _check_state(fitted: Preprocessor) -> None:
 
 
 def _is_numeric(values: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    return _is_numeric_dtype(values.dtype)
+
+
+def _is_numeric_dtype(dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+def _nanmedian_columns(X: np.ndarray) -> np.ndarray:
+    """np.nanmedian(X, axis=0) in one sort (numpy's loops over the columns in Python when there are NaNs)."""
+    ordered = np.sort(X, axis=0)  # NaN last
+    n_present = (~np.isnan(X)).sum(axis=0)
+    low, high = np.maximum((n_present - 1) // 2, 0), np.maximum(n_present // 2, 0)
+    columns = np.arange(X.shape[1])
+    median = (ordered[low, columns] + ordered[high, columns]) / 2
+    return np.where(n_present > 0, median, np.nan)
 
 
 def _finite_or_missing(values: pd.Series) -> pd.Series:
     """float64 with +-inf as missing: an overflowed cell is imputed like an empty one instead of poisoning the scaling."""
     numbers = values.astype(float)
     return numbers.where(np.isfinite(numbers), np.nan)
+
+
+def _category_codes(values: pd.Series, categories: list[str], fill: str) -> np.ndarray:
+    """(n_rows,) int64 position of each row's category, -1 when it has none. Cleaned rows already hold the keys, so
+    they are looked up as they are; only the rest (numbers, untrimmed text) are spelled as keys first."""
+    index = pd.Index(categories, dtype=object)
+    codes = index.get_indexer(values.astype(object))
+    missing = values.isna().to_numpy()
+    unmatched = (codes < 0) & ~missing
+    if unmatched.any():
+        codes[unmatched] = index.get_indexer(_category_keys(values[unmatched]).astype(object))
+    codes[missing] = index.get_indexer([fill])[0]
+    return codes
+
+
+def _category_key(value: Any) -> str:
+    return str(_class_key(value)) if isinstance(value, (bool, int, float, np.number, np.bool_)) else str(value).strip()
 
 
 def _category_keys(values: pd.Series) -> pd.Series:
@@ -293,8 +328,9 @@ def _category_keys(values: pd.Series) -> pd.Series:
     saw it in text: 1, not 1.0."""
     if _is_numeric(values):  # built as a list: pandas would turn the ints back into floats beside a NaN
         values = pd.Series([v if pd.isna(v) else str(_class_key(v)) for v in values], index=values.index, dtype=object)
-    keys = values.astype("string").str.strip()
-    return keys.astype(object).where(keys.notna(), np.nan)
+    distinct = pd.unique(values.dropna())  # each distinct value stripped once, then mapped onto the rows
+    stripped = {value: str(value).strip() for value in distinct}
+    return values.map(stripped).astype(object).where(values.notna(), np.nan)
 
 
 def _class_key(value: Any) -> Any:
