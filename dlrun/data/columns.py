@@ -90,10 +90,10 @@ def row_counter(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | 
 
 
 def yes_no(values: pd.Series, counts: dict[str, int]) -> tuple[str, str] | None:
-    words = {text.lower(): n for text, n in counts.items() if text.lower() not in cells.MISSING_TOKENS}
-    if not words or sum(words.values()) < sum(counts.values()) * (1 - MAX_TOKEN_SHARE):
+    spelled = {text.lower() for text in counts} - cells.MISSING_TOKENS
+    n_words = sum(n for text, n in counts.items() if text.lower() in spelled)
+    if not spelled or n_words < sum(counts.values()) * (1 - MAX_TOKEN_SHARE):
         return None
-    spelled = set(words)
     if spelled & cells.TRUE_WORDS and spelled & cells.FALSE_WORDS and spelled <= cells.TRUE_WORDS | cells.FALSE_WORDS:
         return "boolean", f"yes/no ({'/'.join(sorted(spelled)[:6])})"
     return None
