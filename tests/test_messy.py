@@ -108,7 +108,7 @@ def test_eval_data_reads_messy_labels_and_strict_names_rows(runs, tables, tmp_pa
 def test_cli_shows_the_column_table_warnings_and_strict_exit(runs, tables, tmp_path):
     config = write_config(tmp_path / "messy.yaml", {"path": str(tables / "messy.csv"), "target": "churn_status",
                                                     "columns": {"plan": {"ordinal": ["basic", "standard", "premium"]}}},
-                          report=True, train={"epochs": 30})
+                          report=True, train={"epochs": 8})
     new, _ = make_messy.make_customers(n_rows=5, seed=7)
     new.loc[0, "city"] = "Marseille"
     new.drop(columns=["churn_status"]).to_csv(tmp_path / "new.csv", index=False)

@@ -32,7 +32,7 @@ def learn_columns(frame: pd.DataFrame, decisions: dict[str, ColumnDecision], mer
     block = _numeric_block(frame, decisions)
     cleaned = {}
     for name, decision in decisions.items():
-        if name in block.columns or decision.role == "ignore":
+        if name in block.columns or decision.role == "ignore" or _as_it_is(frame[name], decision):
             continue
         if decision.role == "category" and merge_case:
             words = {t: n for t, n in cells.distinct_counts(frame[name]).items() if t.lower() not in cells.TEXT_MISSING}
@@ -49,7 +49,7 @@ def learn_columns(frame: pd.DataFrame, decisions: dict[str, ColumnDecision], mer
         decisions[name].missing_pct = round(100 * float(values.isna().mean()), 2)
         decisions[name].n_distinct = int(values.nunique())
     for name, decision in decisions.items():
-        if decision.role == "ignore" and name in frame.columns:
+        if name in frame.columns and name not in block.columns and name not in cleaned:  # ignored, or a numeric target
             decision.missing_pct = round(100 * float(frame[name].isna().mean()), 2)
             decision.n_distinct = int(frame[name].nunique())
     return _replace_columns(frame, block, cleaned)
@@ -62,7 +62,7 @@ def read_columns(frame: pd.DataFrame, decisions: dict[str, ColumnDecision]) -> t
     counts = {name: ColumnCounts({}, int(n)) for name, n in block.isna().sum().items()}
     cleaned = {}
     for name, decision in present.items():
-        if name not in block.columns:
+        if name not in block.columns and not _as_it_is(frame[name], decision):
             cleaned[name], tokens = _read(frame[name], decision, learning=False)
             counts[name] = ColumnCounts(tokens, int(cleaned[name].isna().sum()))
     return _replace_columns(frame, block, cleaned), counts
@@ -71,9 +71,14 @@ def read_columns(frame: pd.DataFrame, decisions: dict[str, ColumnDecision]) -> t
 def _numeric_block(frame: pd.DataFrame, decisions: dict[str, ColumnDecision]) -> pd.DataFrame:
     """Numeric and 0/1 columns that are already numbers need no reading: converted in one block."""
     dtypes = frame.dtypes
-    names = [n for n, d in decisions.items() if d.role in ("numeric", "boolean") and n in frame.columns
+    names = [n for n, d in decisions.items() if d.role in ("numeric", "boolean") and not d.target and n in frame.columns
              and pd.api.types.is_numeric_dtype(dtypes[n]) and not pd.api.types.is_bool_dtype(dtypes[n])]
     return frame[names].astype(float)
+
+
+def _as_it_is(values: pd.Series, decision: ColumnDecision) -> bool:
+    """A numeric target that arrives as numbers stays as it is: class labels 0 and 1 must not become 0.0 and 1.0."""
+    return decision.target and decision.role == "numeric" and pd.api.types.is_numeric_dtype(values)
 
 
 def _replace_columns(frame: pd.DataFrame, block: pd.DataFrame, cleaned: dict[str, pd.Series]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from dlrun.config.schema import DataConfig
 from dlrun.core.errors import DataError
+from dlrun.data import cells
 from dlrun.data.clean import learn_columns
 from dlrun.data.columns import ColumnDecision, decide_columns, warnings_for
 
@@ -26,10 +27,8 @@ BUILTINS = {
 }
 # Read as missing besides pandas' defaults (NA, n/a, null, ...): UCI-style tables mark gaps with '?'.
 MISSING_MARKERS = ["?"]
-# A number as spreadsheets export it: optional sign and currency, thousands grouped by commas, optional % sign.
-NUMBER_AS_TEXT = r"^[-+]?[$€£]?\s?\d{1,3}(,\d{3})*(\.\d+)?\s?%?$|^[-+]?[$€£]?\s?\d+(\.\d+)?\s?%?$"
-# An ISO-style date, optionally with a time of day: 2024-03-15, 2024/03/15, 2024-03-15 08:30[:00][Z or offset].
-DATE_AS_TEXT = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+# The formats read_csv converts (spreadsheet numbers, ISO dates) are the column rules' own (cells.py).
+NUMBER_AS_TEXT, DATE_AS_TEXT = cells.NUMBER_AS_TEXT, cells.ISO_DATE
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
 
@@ -67,8 +66,6 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
             raise DataError(f"data.columns: {column!r} is the target and cannot be ignore")
     frame = learn_columns(frame, decisions, cfg.merge_case)
     features = [column for column in candidates if decisions[column].role != "ignore"]
-    if not features:
-        raise DataError("no feature columns are left after removing targets, data.drop and ignored columns")
     for column in targets:
         if frame[column].isna().all():
             raise DataError(f"target {column!r} has no values: every cell of the column is empty")
@@ -80,6 +77,11 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
         else:
             _require_usable_classes(frame[column], column)
 
+    if not features:
+        ignored = [c for c in candidates if decisions[c].role == "ignore"]
+        raise DataError("no feature columns are left after removing targets and data.drop"
+                        + (f"; ignored as identifiers or free text: {', '.join(ignored)} (declare a role in data.columns "
+                           "to use one)" if ignored else ""))
     has_target = frame[targets].notna().all(axis=1)
     n_dropped = int((~has_target).sum())
     frame = frame.loc[has_target].reset_index(drop=True)
@@ -149,10 +151,7 @@ def _years_from_dates(values: pd.Series) -> pd.Series:
     dates = pd.to_datetime(present.str.replace("/", "-"), errors="coerce", utc=True, format="ISO8601")
     if dates.isna().any():  # a month 13 or a February 30: not dates after all
         return values
-    year_start = pd.to_datetime(dates.dt.year.astype(str) + "-01-01", utc=True)
-    days_in_year = np.where(dates.dt.is_leap_year, 366.0, 365.0)
-    years = dates.dt.year + (dates - year_start).dt.total_seconds().to_numpy() / 86_400 / days_in_year
-    return pd.Series(years, index=present.index, dtype=float).reindex(values.index)
+    return cells.fractional_years(dates).reindex(values.index)
 
 
 def _text_matching(values: pd.Series, pattern: str) -> pd.Series | None:

@@ -42,9 +42,10 @@ class Preprocessor:
                 self.categorical_[column] = self._fit_categorical(frame[column])
         # "was missing" as its own 0/1 input, after the one-hot blocks (so their positions do not move)
         self.indicators_: list[str] = [c for c, s in self.numeric_.items() if s["n_missing"]] if self.cfg.missing_indicators else []
+        with_indicator = set(self.indicators_)
         for column, decision in self.columns.items():
             if column in self.numeric_:
-                decision.encoded_width = 1 + (column in self.indicators_)
+                decision.encoded_width = 1 + (column in with_indicator)
             elif column in self.categorical_:
                 decision.encoded_width = len(self.categorical_[column]["categories"])
             elif column in self.features or column in self.targets:

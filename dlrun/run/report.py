@@ -106,8 +106,7 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
     parts.append("<h2>Warnings</h2>")
     data = info.get("data") if isinstance(info.get("data"), dict) else {}
     overfit = info.get("overfitting") if isinstance(info.get("overfitting"), dict) else {}
-    warnings = [*map(str, data.get("warnings") or []), *([str(overfit["message"])] if overfit.get("message") else []),
-                *warnings]
+    warnings = [*([str(overfit["message"])] if overfit.get("message") else []), *warnings]
     if warnings:
         parts.append("<ul>" + "".join(f'<li class="warning">{escape(w)}</li>' for w in warnings) + "</ul>")
     elif (run_dir / "diagnostics.csv").is_file():
@@ -118,6 +117,8 @@ def render(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any], units: 
     parts.extend(_metrics_tables(metrics, units) or ["<p>No metrics.json: the run did not finish.</p>"])
     parts.append("<h2>Data</h2>")
     parts.append(_data_table(info.get("data") or {}, units))
+    if data.get("warnings"):  # column decisions and split sizes, as `dlrun train` printed them before training
+        parts.append("<ul>" + "".join(f'<li class="warning">{escape(str(w))}</li>' for w in data["warnings"]) + "</ul>")
     parts.append(_columns_table(data))
     parts.append("<h2>Plots</h2>")
     parts.extend(_figure(path) for path in plots)
@@ -191,8 +192,10 @@ def _data_table(summary: dict[str, Any], units: dict[str, str]) -> str:
 
 def _columns_table(summary: dict[str, Any]) -> str:
     """One row per column: the role dlrun gave it and why (columns.py)."""
+    if not summary.get("columns"):
+        return "<p>run.json holds no column table (a run from before dlrun recorded one).</p>"
     try:
-        return _table(list(TABLE_HEADER), table_cells(summary.get("columns") or []), caption="columns", css_id="columns")
+        return _table(list(TABLE_HEADER), table_cells(summary["columns"]), caption="columns", css_id="columns")
     except (KeyError, TypeError, AttributeError, ValueError):  # a run.json from another version or edited by hand
         return "<p>run.json holds no readable column table.</p>"
 
