@@ -125,8 +125,7 @@ def test_cli_shows_the_column_table_warnings_and_strict_exit(runs, tables, tmp_p
     train_err = results["train"].stderr
     assert results["train"].returncode == 0, train_err
     assert train_err.index("warning: column 'row_id'") < train_err.index("epochs; best epoch")
-    run_dir = results["train"].stdout.strip().splitlines()[-1]
-    report = (tmp_path / run_dir / "report.html").read_text() if not run_dir.startswith("/") else open(f"{run_dir}/report.html").read()
+    report = (tmp_path / results["train"].stdout.strip().splitlines()[-1] / "report.html").read_text()  # absolute
     assert 'id="columns"' in report and "row counter" in report
     assert results["predict_strict"].returncode == 2 and "'city'" in results["predict_strict"].stderr
     assert "Marseille" in results["predict_strict"].stderr and not (tmp_path / "p.csv").exists()
