@@ -17,7 +17,8 @@ from rich.table import Table
 
 from dlrun import __version__
 from dlrun.cli.exits import guarded
-from dlrun.cli.render import metrics_tables, print_sweep, print_trial, stderr, summary_table, warn_if_unfinished
+from dlrun.cli.render import (column_table, metrics_tables, print_row_check, print_sweep, print_trial, print_warning, stderr,
+                              summary_table, warn_if_unfinished)
 from dlrun.metrics.names import format_value as _fmt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -60,13 +61,15 @@ def train(
 
         epochs = (cfg or resumable_config(resume)).train.epochs
         with RichProgress(epochs) as progress:
-            return train_run(cfg, runs_dir, callbacks=[progress]) if cfg else resume_run(resume, callbacks=[progress])
+            if cfg is None:
+                return resume_run(resume, callbacks=[progress])
+            return train_run(cfg, runs_dir, callbacks=[progress], warn=print_warning)
 
     result = guarded(run)
     for note in result.notes:
         stderr.print(escape(note), highlight=False)
     for warning in result.warnings:
-        stderr.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        print_warning(warning)
     stderr.print(escape(f"{result.epochs_run} epochs; best epoch {result.best_epoch} by {result.monitor}. {result.stop_reason}"))
     for table in metrics_tables(result.metrics, result.cfg.data.units):
         stderr.print(table)
@@ -80,12 +83,15 @@ def eval_(
     split: str = typer.Option("test", "--split", help="train | val | test (ignored with --data)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write eval.json (default: in the run)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device to score on (default: cpu)."),
+    strict: bool = typer.Option(False, "--strict", help="With --data: exit 2 naming rows and columns that hold unseen "
+                                "categories, words read as missing, missing values or numbers outside the training range."),
 ) -> None:
     """Score the run's best checkpoint and write eval.json."""
     from dlrun.inference.batch import evaluate
 
-    result = guarded(lambda: evaluate(run, data, split, output, device))
+    result = guarded(lambda: evaluate(run, data, split, output, device, strict))
     warn_if_unfinished(run, result.run_status, result.checkpoint_epoch)
+    print_row_check(result.rows_check, result.source)
     stderr.print(escape(f"{result.n_rows} rows from the {result.source}"))
     for table in metrics_tables({result.source: result.metrics}, result.units):
         stderr.print(table)
@@ -98,12 +104,16 @@ def predict(
     input_csv: Path = typer.Argument(..., help="CSV with the feature columns (any order; extra columns are kept)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Output CSV (default: <input>_predictions.csv)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device to predict on (default: cpu)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 2 naming rows and columns that hold unseen categories, "
+                                "words read as missing, missing values or numbers outside the training range."),
 ) -> None:
-    """Predict new rows in real units and class names; prints the output path."""
+    """Predict new rows in real units and class names; the input columns are written back exactly as given, the
+    prediction columns after them. Prints the output path; a summary of unfamiliar values goes to stderr."""
     from dlrun.inference.batch import predict as predict_rows
 
-    result = guarded(lambda: predict_rows(run, input_csv, output, device))
+    result = guarded(lambda: predict_rows(run, input_csv, output, device, strict))
     warn_if_unfinished(run, result.run_status, result.checkpoint_epoch)
+    print_row_check(result.rows_check, str(input_csv))
     typer.echo(str(result.output))
 
 
@@ -130,6 +140,9 @@ def check(
 
     report = guarded(run)
     stderr.print(summary_table(report.summary, report.cfg.data.units))
+    stderr.print(column_table(report.summary.get("columns", [])))
+    for line in report.summary.get("warnings", []):
+        print_warning(line)
     opt = report.cfg.optimizer
     stderr.print(f"one batch of {report.n_rows} training rows, {report.steps} of at most {report.max_steps} full-batch "
                  f"steps, {opt.name} lr {opt.lr:g}; {escape('; '.join(report.notes))}", highlight=False, soft_wrap=True)

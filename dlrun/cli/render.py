@@ -32,6 +32,30 @@ def summary_table(summary: dict, units: dict[str, str]) -> Table:
     return table
 
 
+def column_table(rows: list[dict]) -> Table:
+    """The column table: one row per column, the role dlrun gave it and why."""
+    from dlrun.data.columns import TABLE_HEADER, table_cells
+
+    table = Table(*TABLE_HEADER, title="columns")
+    for cells in table_cells(rows):
+        table.add_row(*(_safe(cell) for cell in cells))
+    return table
+
+
+def print_warning(line: str) -> None:
+    stderr.print(f"[bold yellow]warning:[/] {_safe(line)}", highlight=False, soft_wrap=True)
+
+
+def print_row_check(check, source: str) -> None:
+    """What reading new rows found, per column (predict, eval --data); nothing when the rows were all familiar."""
+    if check is None or check.clean:
+        return
+    stderr.print(_safe(f"{source}: {check.n_rows} rows; values the model was not trained on (--strict makes these an error):"),
+                 highlight=False, soft_wrap=True)
+    for line in check.lines():
+        stderr.print(f"  - {_safe(line)}", highlight=False, soft_wrap=True)
+
+
 def metrics_tables(metrics: dict[str, dict[str, dict[str, float]]], units: dict[str, str]) -> list[Table]:
     """One table per target: a row per metric, a column per split; errors in the target's units."""
     tables = []

@@ -58,6 +58,21 @@ class SyntheticConfig(_Section):
     noise: float = Field(0.1, ge=0, le=10, description="Noise level of the label rule and the salary target.")
 
 
+ColumnRole = Literal["numeric", "category", "ordinal", "boolean", "date", "ignore"]
+
+
+class OrdinalRole(_Section):
+    ordinal: list[str] = Field(min_length=2, description="The column's values, lowest first (compared ignoring case).")
+
+    @field_validator("ordinal")
+    @classmethod
+    def _values_unique(cls, value: list[str]) -> list[str]:
+        lowered = [str(v).strip().lower() for v in value]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"ordinal values must differ (ignoring case), got {value}")
+        return [str(v).strip() for v in value]
+
+
 class DataConfig(_Section):
     dataset: Optional[Literal["animals", "salary", "synthetic"]] = Field(
         None, description="A built-in data set; give this or `path`."
@@ -75,6 +90,14 @@ class DataConfig(_Section):
     )
     features: Optional[list[str]] = Field(None, description="Columns to use as features (default: all but targets and `drop`).")
     drop: list[str] = Field(default_factory=list, description="Columns never used as features (ids, names, leaks).")
+    columns: dict[str, Union[ColumnRole, OrdinalRole]] = Field(
+        default_factory=dict,
+        description="Declared role per column, instead of the inferred one: numeric | category | boolean | date | ignore, "
+                    "or {ordinal: [low, ..., high]}; targets too (churn: category). Undeclared columns are inferred.",
+    )
+    merge_case: bool = Field(
+        True, description="Merge category values (features and targets) that differ only in case; the most frequent spelling is kept."
+    )
     split: SplitConfig = Field(default_factory=SplitConfig, description="How rows are divided (stratified for classification).")
     batch_size: int = Field(64, ge=1, le=1_000_000, description="Rows per optimisation step.")
     shuffle: bool = Field(True, description="Reshuffle training rows every epoch.")
@@ -86,6 +109,10 @@ class DataConfig(_Section):
             raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV file)")
         if self.dataset is None and self.target is None:
             raise ValueError("data.target is required with data.path: name the column to predict")
+        plain_ordinal = sorted(column for column, role in self.columns.items() if role == "ordinal")
+        if plain_ordinal:
+            raise ValueError(f"data.columns.{plain_ordinal[0]}: ordinal needs its values in order, e.g. "
+                             "{ordinal: [low, medium, high]}")
         return self
 
     @field_validator("path")
@@ -119,6 +146,9 @@ class PreprocessConfig(_Section):
     embed_categories_above: Optional[int] = Field(
         None, ge=1, le=10_000,
         description="Categorical features with more kept categories than this get a learned embedding (size 8) instead of one-hot (null: always one-hot).",
+    )
+    missing_indicators: bool = Field(
+        True, description="Add a 0/1 `<column> (missing)` feature per numeric column with missing training values: that a value was missing often carries signal."
     )
 
 
@@ -380,7 +410,8 @@ def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list
     rows = []
     for found in walk.keys(section):
         path = f"{prefix}{found.name}"
-        if found.section is not None:  # search.space holds one section per searched key
+        # search.space holds one section per searched key; data.columns (a role or a section) is one row
+        if found.section is not None and "Union[" not in str(found.field.annotation):
             rows.extend(describe_schema(found.section, prefix=f"{path}.<key>." if found.per_user_key else f"{path}."))
             continue
         default = found.field.get_default(call_default_factory=True)

@@ -16,22 +16,27 @@ import pandas as pd
 from dlrun.data.load import MISSING_MARKERS, _number_from_text, _years_from_dates, read_csv
 
 
-def csv_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """The rows of `path` as read_csv gives them, in frames of at most chunk_rows rows (row index continuing).
-
-    Peak memory is a few slices, not the file; when slicing cannot give the same values, one frame of the whole file.
-    """
+def csv_chunks(path: Path, chunk_rows: int, keep_tokens: bool = False, as_text: bool = False) -> Iterator[pd.DataFrame]:
+    """The rows of `path` as read_csv(path, keep_tokens, as_text) gives them, in frames of at most chunk_rows rows
+    (row index continuing). Peak memory is a few slices, not the file; when slicing cannot give the same values, one
+    frame of the whole file."""
     path = Path(path)
     if not _slices_read_alike(path, chunk_rows):
-        yield read_csv(path)  # raises the DataError a bad file deserves
+        yield read_csv(path, keep_tokens=keep_tokens, as_text=as_text)  # raises the DataError a bad file deserves
         return
-    for raw in _raw_slices(path, chunk_rows):
-        yield _convert(raw)
+    for raw in _raw_slices(path, chunk_rows, keep_tokens, as_text):
+        raw.columns = [str(column).strip() for column in raw.columns]
+        yield raw if keep_tokens or as_text else _convert(raw)
 
 
-def _raw_slices(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _raw_slices(path: Path, chunk_rows: int, keep_tokens: bool = False, as_text: bool = False) -> Iterator[pd.DataFrame]:
     # The options read_csv's first attempt uses (comma, UTF-8); other files never reach here.
-    with pd.read_csv(path, skipinitialspace=True, na_values=MISSING_MARKERS, encoding="utf-8", chunksize=chunk_rows) as reader:
+    options = dict(skipinitialspace=True, na_values=MISSING_MARKERS, encoding="utf-8")
+    if keep_tokens:
+        options.update(na_values=[""], keep_default_na=False)
+    if as_text:
+        options.update(dtype=str, skipinitialspace=False, na_filter=False)
+    with pd.read_csv(path, chunksize=chunk_rows, **options) as reader:
         yield from reader
 
 

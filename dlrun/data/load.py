@@ -5,7 +5,7 @@ Everything a user's CSV can get wrong is caught here, with the column and value 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,9 @@ import pandas as pd
 
 from dlrun.config.schema import DataConfig
 from dlrun.core.errors import DataError
+from dlrun.data import cells
+from dlrun.data.clean import learn_columns
+from dlrun.data.columns import ColumnDecision, decide_columns, warnings_for
 
 SPLITS = ("train", "val", "test")
 
@@ -24,10 +27,8 @@ BUILTINS = {
 }
 # Read as missing besides pandas' defaults (NA, n/a, null, ...): UCI-style tables mark gaps with '?'.
 MISSING_MARKERS = ["?"]
-# A number as spreadsheets export it: optional sign and currency, thousands grouped by commas, optional % sign.
-NUMBER_AS_TEXT = r"^[-+]?[$€£]?\s?\d{1,3}(,\d{3})*(\.\d+)?\s?%?$|^[-+]?[$€£]?\s?\d+(\.\d+)?\s?%?$"
-# An ISO-style date, optionally with a time of day: 2024-03-15, 2024/03/15, 2024-03-15 08:30[:00][Z or offset].
-DATE_AS_TEXT = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+# The formats read_csv converts (spreadsheet numbers, ISO dates) are the column rules' own (cells.py).
+NUMBER_AS_TEXT, DATE_AS_TEXT = cells.NUMBER_AS_TEXT, cells.ISO_DATE
 # An integer-valued numeric target with at most this many distinct values is read as class labels.
 MAX_INTEGER_CLASSES = 10
 
@@ -42,6 +43,8 @@ class Dataset:
     tasks: dict[str, str]  # target -> classification | regression
     split: np.ndarray  # (n_rows,) of "train" | "val" | "test"
     n_dropped_missing_target: int = 0
+    columns: dict[str, ColumnDecision] = field(default_factory=dict)  # every column's role and why (columns.py)
+    warnings: list[str] = field(default_factory=list)  # decisions a user should hear about before training
 
     def part(self, name: str) -> pd.DataFrame:
         return self.frame.loc[self.split == name]
@@ -56,43 +59,61 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
     targets, drop = resolve_targets(cfg)
     for column in targets:
         _require_column(frame, column, "data.target")
-    features = resolve_features(cfg, frame, targets, drop)
+    candidates = resolve_features(cfg, frame, targets, drop)
+    decisions = decide_columns(frame, cfg, targets, candidates, explicit_features=cfg.features is not None)
+    for column in targets:
+        if decisions[column].role == "ignore":
+            raise DataError(f"data.columns: {column!r} is the target and cannot be ignore")
+    frame = learn_columns(frame, decisions, cfg.merge_case)
+    features = [column for column in candidates if decisions[column].role != "ignore"]
     for column in targets:
         if frame[column].isna().all():
             raise DataError(f"target {column!r} has no values: every cell of the column is empty")
     if tasks is None:
-        tasks = {column: _task_for(cfg, frame[column], column) for column in targets}
+        tasks = {column: _task_for(cfg, frame[column], column, decisions[column].role) for column in targets}
     for column in targets:
         if tasks[column] == "regression":
             _require_numeric_target(frame[column], column)
         else:
             _require_usable_classes(frame[column], column)
 
+    if not features:
+        ignored = [c for c in candidates if decisions[c].role == "ignore"]
+        raise DataError("no feature columns are left after removing targets and data.drop"
+                        + (f"; ignored as identifiers or free text: {', '.join(ignored)} (declare a role in data.columns "
+                           "to use one)" if ignored else ""))
     has_target = frame[targets].notna().all(axis=1)
     n_dropped = int((~has_target).sum())
     frame = frame.loc[has_target].reset_index(drop=True)
     if len(frame) == 0:
         raise DataError(f"no row has a value for target {', '.join(targets)}")
     split = assign_split(frame, cfg, targets, tasks, seed)
-    return Dataset(frame, features, targets, tasks, split, n_dropped)
+    unused = {c: "listed in data.drop" for c in drop} | ({cfg.split.column: "the split column (data.split.column)"}
+                                                       if cfg.split.column else {})
+    for column, why in unused.items():
+        decisions.setdefault(column, ColumnDecision(column, "ignore", why))
+    return Dataset(frame, features, targets, tasks, split, n_dropped, decisions, warnings_for(decisions))
 
 
 def read_frame(cfg: DataConfig, seed: int) -> pd.DataFrame:
     if cfg.dataset == "synthetic":
         return make_synthetic(cfg.synthetic.n_samples, cfg.synthetic.n_features, cfg.synthetic.noise, seed)
     path = builtin_path(BUILTINS[cfg.dataset]["file"]) if cfg.dataset else Path(cfg.path)
-    return read_csv(path)
+    return read_csv(path, keep_tokens=True)
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """Read a CSV with a header; any failure becomes a DataError naming the file."""
+def read_csv(path: Path, keep_tokens: bool = False, as_text: bool = False) -> pd.DataFrame:
+    """Read a CSV with a header; any failure becomes a DataError naming the file.
+
+    keep_tokens: words such as `n/a` or `?` stay text and no column is converted, for the column rules
+    (columns.py) to read and count; as_text: every cell exactly as written, to write input rows back unchanged."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a CSV file")
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
     try:
-        frame = _read_with_separator(path)
+        frame = _read_with_separator(path, keep_tokens or as_text, as_text)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: expected a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -103,7 +124,10 @@ def read_csv(path: Path) -> pd.DataFrame:
     if len(unnamed) == len(frame.columns):
         raise DataError(f"{path} has no column names in its first row")
     frame.columns = _trimmed_names(path, frame.columns)
-    frame = frame.apply(_number_from_text).apply(_years_from_dates)
+    if as_text:
+        return frame
+    if not keep_tokens:
+        frame = frame.apply(_number_from_text).apply(_years_from_dates)
     # Headerless columns that are empty (a trailing comma) or a saved row index are artefacts, not data.
     return frame.drop(columns=[c for c in unnamed if frame[c].isna().all() or _is_row_index(frame[c])])
 
@@ -139,10 +163,7 @@ def _years_from_dates(values: pd.Series) -> pd.Series:
     dates = pd.to_datetime(present.str.replace("/", "-"), errors="coerce", utc=True, format="ISO8601")
     if dates.isna().any():  # a month 13 or a February 30: not dates after all
         return values
-    year_start = pd.to_datetime(dates.dt.year.astype(str) + "-01-01", utc=True)
-    days_in_year = np.where(dates.dt.is_leap_year, 366.0, 365.0)
-    years = dates.dt.year + (dates - year_start).dt.total_seconds().to_numpy() / 86_400 / days_in_year
-    return pd.Series(years, index=present.index, dtype=float).reindex(values.index)
+    return cells.fractional_years(dates).reindex(values.index)
 
 
 def _text_matching(values: pd.Series, pattern: str) -> pd.Series | None:
@@ -160,17 +181,21 @@ def _is_row_index(values: pd.Series) -> bool:
     return bool(np.array_equal(numbers, np.arange(numbers[0], numbers[0] + len(numbers))) and numbers[0] in (0, 1))
 
 
-def _read_with_separator(path: Path) -> pd.DataFrame:
+def _read_with_separator(path: Path, keep_tokens: bool = False, as_text: bool = False) -> pd.DataFrame:
     """Comma first; a single column whose header holds ';' or a tab means the file uses that separator instead.
     Text that is not UTF-8 is read as Latin-1 (spreadsheets often save CSV that way); a ';' file may use decimal commas."""
     try:
-        return _read_sniffed(path, encoding="utf-8")
+        return _read_sniffed(path, "utf-8", keep_tokens, as_text)
     except UnicodeDecodeError:
-        return _read_sniffed(path, encoding="latin-1")
+        return _read_sniffed(path, "latin-1", keep_tokens, as_text)
 
 
-def _read_sniffed(path: Path, encoding: str) -> pd.DataFrame:
+def _read_sniffed(path: Path, encoding: str, keep_tokens: bool, as_text: bool) -> pd.DataFrame:
     options = dict(skipinitialspace=True, na_values=MISSING_MARKERS, encoding=encoding)
+    if keep_tokens:
+        options.update(na_values=[""], keep_default_na=False)
+    if as_text:
+        options.update(dtype=str, skipinitialspace=False, na_filter=False)
     frame = pd.read_csv(path, **options)
     if frame.shape[1] == 1:
         header = str(frame.columns[0])
@@ -235,18 +260,10 @@ def resolve_features(cfg: DataConfig, frame: pd.DataFrame, targets: list[str], d
         features = list(cfg.features)
     else:
         excluded = set(targets) | set(drop) | ({cfg.split.column} if cfg.split.column else set())
-        features = [column for column in frame.columns if column not in excluded and not is_identifier(frame[column])]
+        features = [column for column in frame.columns if column not in excluded]
     if not features:
         raise DataError("no feature columns are left after removing targets and data.drop")
     return features
-
-
-def is_identifier(values: pd.Series) -> bool:
-    """Text with a different value in every row (names, ids) carries no pattern a model can learn from."""
-    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values) or len(values) < 20:
-        return False
-    present = values.dropna()
-    return len(present) == len(values) and present.nunique() == len(values)
 
 
 def infer_task(values: pd.Series) -> str:
@@ -259,12 +276,14 @@ def infer_task(values: pd.Series) -> str:
     return "classification" if integral and present.nunique() <= MAX_INTEGER_CLASSES else "regression"
 
 
-def _task_for(cfg: DataConfig, values: pd.Series, column: str) -> str:
+def _task_for(cfg: DataConfig, values: pd.Series, column: str, role: str) -> str:
     if isinstance(cfg.task, str):
         return cfg.task
     if isinstance(cfg.task, dict) and column in cfg.task:
         return cfg.task[column]
-    return infer_task(values)
+    if role in ("category", "ordinal"):
+        return "classification"
+    return "regression" if role in ("date",) or (role == "numeric" and column in cfg.columns) else infer_task(values)
 
 
 def _require_numeric_target(values: pd.Series, column: str) -> None:

@@ -5,6 +5,7 @@ The fitted state is plain JSON (`to_dict` / `from_dict`), so a run directory nev
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,8 @@ import pandas as pd
 
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
+from dlrun.data.clean import ColumnCounts, read_columns
+from dlrun.data.columns import ColumnDecision
 from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler, quantile_bins
 
 MISSING = "__missing__"
@@ -21,22 +24,35 @@ STATE_VERSION = 1
 class Preprocessor:
     """Fit/transform for features and targets, following scikit-learn's contract: fitted state ends in `_`."""
 
-    def __init__(self, cfg: PreprocessConfig, features: list[str], targets: list[str], tasks: dict[str, str]):
+    def __init__(self, cfg: PreprocessConfig, features: list[str], targets: list[str], tasks: dict[str, str],
+                 columns: dict[str, ColumnDecision] | None = None):
         self.cfg = cfg
         self.features = list(features)
         self.targets = list(targets)
         self.tasks = dict(tasks)
+        self.columns = dict(columns or {})  # how each column's cells are read (roles, spellings, tokens)
 
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> "Preprocessor":
-        self.numeric_: dict[str, dict[str, float]] = {}
+        dtypes = frame.dtypes
+        numeric = [column for column in self.features if _is_numeric_dtype(dtypes[column])]
+        self.numeric_: dict[str, dict[str, float]] = self._fit_numeric_block(frame[numeric])
         self.categorical_: dict[str, dict[str, Any]] = {}
         for column in self.features:
-            values = frame[column]
-            if _is_numeric(values):
-                self.numeric_[column] = self._fit_numeric(_finite_or_missing(values))
+            if column not in self.numeric_:
+                self.categorical_[column] = self._fit_categorical(frame[column])
+        # "was missing" as its own 0/1 input, after the one-hot blocks (so their positions do not move)
+        self.indicators_: list[str] = [c for c, s in self.numeric_.items() if s["n_missing"]] if self.cfg.missing_indicators else []
+        with_indicator = set(self.indicators_)
+        for column, decision in self.columns.items():
+            if column in self.numeric_:
+                decision.encoded_width = 1 + (column in with_indicator)
+            elif column in self.categorical_:
+                decision.encoded_width = len(self.categorical_[column]["categories"])
+            elif column in self.features or column in self.targets:
+                decision.encoded_width = None
             else:
-                self.categorical_[column] = self._fit_categorical(values)
+                decision.encoded_width = 0
         self.targets_: dict[str, dict[str, Any]] = {}
         for column in self.targets:
             values = frame[column]
@@ -59,27 +75,51 @@ class Preprocessor:
         return self
 
     def input_layout(self) -> InputLayout:
-        n_onehot = sum(len(state["categories"]) for _, state in self._onehot_states())
+        # missing indicators sit after the one-hot blocks and, like them, pass through as 0/1 inputs
+        n_onehot = sum(len(state["categories"]) for _, state in self._onehot_states()) + len(self.indicators_)
         cardinalities = [len(state["categories"]) for state in self.categorical_.values() if state.get("embed")]
         return InputLayout(len(self.numeric_), n_onehot, cardinalities, self.bins_)
 
-    def _fit_numeric(self, values: pd.Series) -> dict[str, float]:
-        present = values.dropna()
-        if present.empty:
-            fill = 0.0
-        else:
-            fill = float(present.median() if self.cfg.numeric_impute == "median" else present.mean())
-        filled = values.fillna(fill).to_numpy()
-        return {"fill": fill, **fit_scaler(self.cfg.scale, filled), "n_missing": int(values.isna().sum())}
+    def _fit_numeric_block(self, block: pd.DataFrame) -> dict[str, dict[str, float]]:
+        """Fill, centre and scale of every numeric column at once: one pass per statistic, not per column.
+        Column-major so each column's sums run as numpy's pairwise sum of one column (the same floats as per column)."""
+        if block.shape[1] == 0:
+            return {}
+        X = np.array(block.to_numpy(dtype=np.float64), order="F")  # (n_rows, n_numeric), a copy
+        X[~np.isfinite(X)] = np.nan  # an overflowed cell is imputed like an empty one
+        missing = np.isnan(X)
+        n_missing, empty = missing.sum(axis=0), missing.all(axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: its fill is 0 below
+            fill = _nanmedian_columns(X) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
+            low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+        fill = np.where(empty, 0.0, fill)
+        filled = np.where(missing, fill, X)
+        if self.cfg.scale == "standard":
+            center, spread = filled.mean(axis=0), filled.std(axis=0)
+        elif self.cfg.scale == "minmax":
+            center, spread = filled.min(axis=0), filled.max(axis=0) - filled.min(axis=0)
+        else:  # none; robust and quantile are fitted per column below (order statistics)
+            center, spread = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        spread = np.where(spread > 0, spread, 1.0)
+        per_column = self.cfg.scale in ("robust", "quantile")
+        return {column: {"fill": float(fill[j]), "center": float(center[j]), "scale": float(spread[j]),
+                         **(fit_scaler(self.cfg.scale, filled[:, j]) if per_column else {}),
+                         "n_missing": int(n_missing[j]),
+                         "min": None if empty[j] else float(low[j]), "max": None if empty[j] else float(high[j])}
+                for j, column in enumerate(block.columns)}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
-        keys = _category_keys(values)
-        if self.cfg.categorical_impute == "most_frequent":
-            counts = keys.dropna().value_counts()
-            fill = str(counts.index[0]) if len(counts) else MISSING
-        else:
-            fill = MISSING
-        counts = keys.fillna(fill).value_counts(sort=False)
+        counts: dict[str, int] = {}  # rows per key, counted once per distinct value
+        for value, n in values.value_counts().items():
+            key = _category_key(value)
+            counts[key] = counts.get(key, 0) + int(n)
+        fill = MISSING
+        if self.cfg.categorical_impute == "most_frequent" and counts:
+            fill = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            counts[fill] = counts.get(fill, 0) + n_missing
         # Most frequent first, ties broken by name, so the encoding does not depend on row order.
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         categories = [name for name, _ in ranked[: self.cfg.max_categories]]
@@ -94,7 +134,8 @@ class Preprocessor:
         names = list(self.numeric_)
         for column, state in self._onehot_states():
             names.extend(f"{column}={category}" for category in state["categories"])
-        return names + [column for column, state in self.categorical_.items() if state.get("embed")]
+        return (names + [f"{column} (missing)" for column in self.indicators_]
+                + [column for column, state in self.categorical_.items() if state.get("embed")])
 
     def _onehot_states(self) -> list[tuple[str, dict[str, Any]]]:
         return [(column, state) for column, state in self.categorical_.items() if not state.get("embed")]
@@ -104,34 +145,67 @@ class Preprocessor:
         self.check_features(frame)
         blocks = []
         if self.numeric_:
-            numeric = np.empty((len(frame), len(self.numeric_)), dtype=np.float64)
-            for j, (column, state) in enumerate(self.numeric_.items()):
-                values = _finite_or_missing(pd.to_numeric(frame[column], errors="coerce")).fillna(state["fill"])
-                numeric[:, j] = apply_scaler(state, values.to_numpy())
-            blocks.append(numeric)
+            names = list(self.numeric_)
+            block = frame[names]
+            if not all(_is_numeric_dtype(dtype) for dtype in block.dtypes):
+                block = block.apply(pd.to_numeric, errors="coerce")
+            X = block.to_numpy(dtype=np.float64)  # (n_rows, n_numeric)
+            missing = ~np.isfinite(X)
+            fill, center, scale = (np.array([s[key] for s in self.numeric_.values()]) for key in ("fill", "center", "scale"))
+            filled = np.where(missing, fill, X)
+            scaled = (filled - center) / scale
+            for j, state in enumerate(self.numeric_.values()):
+                if "clip" in state or "quantiles" in state:  # robust and quantile scaling, column by column
+                    scaled[:, j] = apply_scaler(state, filled[:, j])
+            blocks.append(scaled)
+            position = {column: j for j, column in enumerate(names)}
+            indicators = missing[:, [position[column] for column in self.indicators_]]
         embedded = []
         for column, state in self.categorical_.items():
-            keys = _category_keys(frame[column]).fillna(state["fill"])
-            lookup = {category: i for i, category in enumerate(state["categories"])}
-            codes = keys.map(lookup).fillna(-1).to_numpy(dtype=np.int64)
-            if state.get("embed"):  # 0 = unseen, 1.. = the kept categories; after every one-hot block
+            codes = _category_codes(frame[column], state["categories"], state["fill"])
+            if state.get("embed"):  # 0 = unseen, 1.. = the kept categories; after every other block
                 embedded.append((codes + 1)[:, None].astype(np.float64))
                 continue
-            onehot = np.zeros((len(frame), len(lookup)), dtype=np.float64)
+            onehot = np.zeros((len(frame), len(state["categories"])), dtype=np.float64)
             known = codes >= 0  # an unseen category encodes as all zeros
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
+        if self.indicators_:
+            blocks.append(indicators.astype(np.float64))
         return np.concatenate(blocks + embedded, axis=1).astype(np.float32)
 
-    def check_features(self, frame: pd.DataFrame) -> None:
+    def read_rows(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, ColumnCounts]]:
+        """New rows read as training read its own (trimmed, case-merged, tokens as missing, dates as years), with
+        what reading each column took; a run from before column decisions reads them as they are."""
+        return read_columns(frame, self.columns)
+
+    def unseen_categories(self, column: str, values: pd.Series) -> np.ndarray:
+        """(n_rows,) bool: present values of a categorical feature that have no one-hot input (never seen, or rarer
+        than the kept max_categories)."""
+        keys = _category_keys(values)
+        return (keys.notna() & ~keys.isin(self.categorical_[column]["categories"])).to_numpy(dtype=bool)
+
+    def numeric_range(self, column: str) -> tuple[float | None, float | None]:
+        """The training split's smallest and largest value of a numeric feature (None when not recorded)."""
+        state = self.numeric_.get(column, {})
+        return state.get("min"), state.get("max")
+
+    def column_table(self) -> list[dict[str, Any]]:
+        """One row per column: role, why, missing %, distinct values, merged spellings, tokens, encoded width."""
+        return [decision.table_row() for decision in self.columns.values()]
+
+    def require_columns(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]
         if missing:
             raise DataError(f"missing feature column(s): {', '.join(missing)}; the model needs {', '.join(self.features)}")
+
+    def check_features(self, frame: pd.DataFrame) -> None:
+        self.require_columns(frame)
+        dtypes = frame.dtypes
         for column in self.numeric_:
-            values = frame[column]
-            if _is_numeric(values):
+            if _is_numeric_dtype(dtypes[column]):
                 continue
-            present = values.dropna()
+            present = frame[column].dropna()
             bad = present[pd.to_numeric(present, errors="coerce").isna()]
             if len(bad):
                 raise DataError(
@@ -239,6 +313,8 @@ class Preprocessor:
             "target_state": self.targets_,
             "bins": self.bins_,
             "feature_names": self.feature_names_,
+            "indicators": self.indicators_,
+            "columns": {name: decision.to_dict() for name, decision in self.columns.items()},
         }
 
     @classmethod
@@ -246,8 +322,10 @@ class Preprocessor:
         try:
             if state["version"] != STATE_VERSION:
                 raise RunError(f"preprocess.json has version {state['version']}; this dlrun reads version {STATE_VERSION}")
-            fitted = cls(PreprocessConfig(**state["config"]), state["features"], state["targets"], state["tasks"])
+            columns = {name: ColumnDecision.from_dict(d) for name, d in state.get("columns", {}).items()}
+            fitted = cls(PreprocessConfig(**state["config"]), state["features"], state["targets"], state["tasks"], columns)
             fitted.numeric_ = state["numeric"]
+            fitted.indicators_ = list(state.get("indicators", []))
             fitted.categorical_ = state["categorical"]
             fitted.targets_ = state["target_state"]
             fitted.bins_ = state.get("bins")  # absent from runs saved before numeric embeddings existed
@@ -273,6 +351,8 @@ def _check_state(fitted: Preprocessor) -> None:
             raise ValueError(f"categorical.{column}.categories must be a list of strings")
         if not isinstance(state["fill"], str):
             raise ValueError(f"categorical.{column}.fill must be a string")
+    if not set(fitted.indicators_) <= set(fitted.numeric_):
+        raise ValueError("indicators name columns that are not numeric features")
     if set(fitted.targets_) != set(fitted.targets):
         raise ValueError("target_state does not match targets")
     for column, state in fitted.targets_.items():
@@ -287,13 +367,44 @@ def _check_state(fitted: Preprocessor) -> None:
 
 
 def _is_numeric(values: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+    return _is_numeric_dtype(values.dtype)
+
+
+def _is_numeric_dtype(dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+
+
+def _nanmedian_columns(X: np.ndarray) -> np.ndarray:
+    """np.nanmedian(X, axis=0) in one sort (numpy's loops over the columns in Python when there are NaNs)."""
+    ordered = np.sort(X, axis=0)  # NaN last
+    n_present = (~np.isnan(X)).sum(axis=0)
+    low, high = np.maximum((n_present - 1) // 2, 0), np.maximum(n_present // 2, 0)
+    columns = np.arange(X.shape[1])
+    median = (ordered[low, columns] + ordered[high, columns]) / 2
+    return np.where(n_present > 0, median, np.nan)
 
 
 def _finite_or_missing(values: pd.Series) -> pd.Series:
     """float64 with +-inf as missing: an overflowed cell is imputed like an empty one instead of poisoning the scaling."""
     numbers = values.astype(float)
     return numbers.where(np.isfinite(numbers), np.nan)
+
+
+def _category_codes(values: pd.Series, categories: list[str], fill: str) -> np.ndarray:
+    """(n_rows,) int64 position of each row's category, -1 when it has none. Cleaned rows already hold the keys, so
+    they are looked up as they are; only the rest (numbers, untrimmed text) are spelled as keys first."""
+    index = pd.Index(categories, dtype=object)
+    codes = index.get_indexer(values.astype(object))
+    missing = values.isna().to_numpy()
+    unmatched = (codes < 0) & ~missing
+    if unmatched.any():
+        codes[unmatched] = index.get_indexer(_category_keys(values[unmatched]).astype(object))
+    codes[missing] = index.get_indexer([fill])[0]
+    return codes
+
+
+def _category_key(value: Any) -> str:
+    return str(_class_key(value)) if isinstance(value, (bool, int, float, np.number, np.bool_)) else str(value).strip()
 
 
 def _category_keys(values: pd.Series) -> pd.Series:
@@ -303,8 +414,9 @@ def _category_keys(values: pd.Series) -> pd.Series:
     saw it in text: 1, not 1.0."""
     if _is_numeric(values):  # built as a list: pandas would turn the ints back into floats beside a NaN
         values = pd.Series([v if pd.isna(v) else str(_class_key(v)) for v in values], index=values.index, dtype=object)
-    keys = values.astype("string").str.strip()
-    return keys.astype(object).where(keys.notna(), np.nan)
+    distinct = pd.unique(values.dropna())  # each distinct value stripped once, then mapped onto the rows
+    stripped = {value: str(value).strip() for value in distinct}
+    return values.map(stripped).astype(object).where(values.notna(), np.nan)
 
 
 def _class_key(value: Any) -> Any:

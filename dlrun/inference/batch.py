@@ -6,17 +6,17 @@ import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import torch
 
 from dlrun.run import layout
 from dlrun.run.directory import FittedRun, now, open_run
+from dlrun.data.audit import RowCheck, new_row_chunks, require_clean
 from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
-from dlrun.data.chunks import csv_chunks
 from dlrun.metrics.score import score
 from dlrun.data.tensors import to_split
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
@@ -37,6 +37,7 @@ class Evaluation:
     output: Path
     run_status: str | None  # anything but completed (or None) means best.pt is the best of an unfinished run
     checkpoint_epoch: int | None
+    rows_check: RowCheck | None = None  # with --data: unseen categories, missing values, out-of-range numbers
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Prediction:
     output: Path
     run_status: str | None  # as in Evaluation
     checkpoint_epoch: int | None
+    rows_check: RowCheck | None = None  # unseen categories, tokens read as missing, missing values, out-of-range numbers
 
 
 @contextmanager
@@ -62,20 +64,30 @@ def _writing(output: Path) -> Iterator[None]:
 
 
 def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", output: Path | None = None,
-             device: str | None = None) -> Evaluation:
-    """Score the best checkpoint on one split of the run's data, or on a labelled CSV; writes eval.json."""
+             device: str | None = None, strict: bool = False) -> Evaluation:
+    """Score the best checkpoint on one split of the run's data, or on a labelled CSV; writes eval.json.
+
+    A CSV is read, checked and scored CHUNK_ROWS rows at a time; with `strict`, rows holding anything the model was
+    not trained on are an error naming them, and nothing is written."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
     run = open_run(run_dir, device)
     output = Path(output) if output else Path(run_dir) / layout.EVALUATION
     with _writing(output):
         target_file = path_to_replace(output)
+    rows_check = None
     if data is not None:
-        frames, source = csv_chunks(data, CHUNK_ROWS), str(data)
+        checks: list[RowCheck] = []
+        chunks = _kept(new_row_chunks(run.prep, data, CHUNK_ROWS, with_text=False), checks)
+        frames, source = (frame for _, frame, _ in chunks), str(data)
     else:
         dataset = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks)
         frames, source = [dataset.part(split)], f"{split} split"
     outputs, y = _scored(run, frames)
+    if data is not None:
+        rows_check = RowCheck.combined(checks)
+        if strict:
+            require_clean(rows_check, source)
     metrics = score(outputs, y, run.prep)
     confusions = {
         target: confusion_frame(run.prep, target, outputs[target], y[target]).to_dict(orient="list")
@@ -85,7 +97,7 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     with _writing(output):
         write_json(target_file, {"source": source, "n_rows": n_rows, "evaluated_at": now(), "metrics": metrics, "confusion": confusions})
     return Evaluation(Path(run_dir), source, n_rows, metrics, dict(run.cfg.data.units), output, run.run_status,
-                      run.checkpoint_epoch)
+                      run.checkpoint_epoch, rows_check)
 
 
 def _scored(run: FittedRun, frames: Iterable[pd.DataFrame]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -99,12 +111,20 @@ def _scored(run: FittedRun, frames: Iterable[pd.DataFrame]) -> tuple[dict[str, t
     return joined(outputs), joined(targets)
 
 
-def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None) -> Prediction:
-    """Write the input rows plus prediction columns; extra input columns are kept, column order does not matter."""
+def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: str | None = None,
+            strict: bool = False) -> Prediction:
+    """Write the input rows exactly as given plus prediction columns, CHUNK_ROWS rows at a time; extra input columns
+    are kept, column order does not matter. With `strict`, rows holding anything the model was not trained on are an
+    error naming them (checked in a first pass over the file, so nothing is written)."""
     run: FittedRun = open_run(run_dir, device)
+    if strict:
+        require_clean(RowCheck.combined([check for _, _, check in new_row_chunks(run.prep, input_csv, CHUNK_ROWS, with_text=False)]),
+                      str(input_csv))
     output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
+    checks: list[RowCheck] = []
     # The first chunk is scored before the output is touched: a bad CSV or column leaves no file behind.
-    results = (with_predictions(frame, _prediction_chunk(run, frame)) for frame in csv_chunks(input_csv, CHUNK_ROWS))
+    results = (with_predictions(as_written, _prediction_chunk(run, frame))
+               for as_written, frame, _ in _kept(new_row_chunks(run.prep, input_csv, CHUNK_ROWS), checks))
     first = next(results)
     n_rows = 0
 
@@ -116,7 +136,14 @@ def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: 
 
     with _writing(output):
         write_atomic(path_to_replace(output), write)
-    return Prediction(Path(run_dir), n_rows, output, run.run_status, run.checkpoint_epoch)
+    return Prediction(Path(run_dir), n_rows, output, run.run_status, run.checkpoint_epoch, RowCheck.combined(checks))
+
+
+def _kept(chunks: Iterable[tuple[Any, Any, RowCheck]], checks: list[RowCheck]) -> Iterator[tuple[Any, Any, RowCheck]]:
+    """The chunks as they come, keeping each one's findings in `checks`."""
+    for chunk in chunks:
+        checks.append(chunk[2])
+        yield chunk
 
 
 def _prediction_chunk(run: FittedRun, frame: pd.DataFrame) -> pd.DataFrame:

@@ -58,6 +58,7 @@ class RunRecord(_Part):
     best_value: float | None = None  # null when the metric was undefined (NaN)
     stop_reason: str | None = None
     warnings: list[str] = []  # training-health warnings, plots or report that failed
+    overfitting: dict[str, Any] | None = None  # {"epoch": where validation loss began rising, "message": ...}
     sweep: dict[str, Any] | None = None  # the sweep, trial and parameters a trial's run belongs to
 
     def updated(self, **changes: Any) -> "RunRecord":

@@ -20,6 +20,7 @@ from dlrun.run.record import RunRecord, read_record
 from dlrun.training.diagnostics import diagnose
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_text
+from dlrun.data.columns import TABLE_HEADER, table_cells
 from dlrun.run.listing import RunRow, format_duration, metrics_problem, read_run_row
 from dlrun.metrics.names import format_value, metric_label
 
@@ -107,6 +108,9 @@ def render(run_dir: Path, record: RunRecord, metrics: dict[str, Any], units: dic
     row = read_run_row(run_dir)
     parts = [f"<h1>dlrun run {escape(run_dir.name)}</h1>", _facts(row, record)]
     parts.append("<h2>Warnings</h2>")
+    data = record.data or {}
+    overfit = record.overfitting or {}
+    warnings = [*([str(overfit["message"])] if overfit.get("message") else []), *warnings]
     if warnings:
         parts.append("<ul>" + "".join(f'<li class="warning">{escape(w)}</li>' for w in warnings) + "</ul>")
     elif (run_dir / layout.DIAGNOSTICS).is_file():
@@ -117,6 +121,9 @@ def render(run_dir: Path, record: RunRecord, metrics: dict[str, Any], units: dic
     parts.extend(_metrics_tables(metrics, units) or ["<p>No metrics.json: the run did not finish.</p>"])
     parts.append("<h2>Data</h2>")
     parts.append(_data_table(record.data or {}, units))
+    if data.get("warnings"):  # column decisions and split sizes, as `dlrun train` printed them before training
+        parts.append("<ul>" + "".join(f'<li class="warning">{escape(str(w))}</li>' for w in data["warnings"]) + "</ul>")
+    parts.append(_columns_table(data))
     parts.append("<h2>Plots</h2>")
     parts.extend(_figure(path) for path in plots)
     parts.append("<h2>Configuration (resolved)</h2>")
@@ -185,6 +192,16 @@ def _data_table(summary: dict[str, Any], units: dict[str, str]) -> str:
     except (KeyError, TypeError, AttributeError):  # a run.json from another version or edited by hand
         return "<p>run.json holds no readable data summary.</p>"
     return _table(["data", "value"], [list(row) for row in rows], css_id="data")
+
+
+def _columns_table(summary: dict[str, Any]) -> str:
+    """One row per column: the role dlrun gave it and why (columns.py)."""
+    if not summary.get("columns"):
+        return "<p>run.json holds no column table (a run from before dlrun recorded one).</p>"
+    try:
+        return _table(list(TABLE_HEADER), table_cells(summary["columns"]), caption="columns", css_id="columns")
+    except (KeyError, TypeError, AttributeError, ValueError):  # a run.json from another version or edited by hand
+        return "<p>run.json holds no readable column table.</p>"
 
 
 def _figure(path: Path) -> str:

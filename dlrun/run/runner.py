@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ from dlrun.run.outputs import confusion_frame, prediction_frame, with_prediction
 from dlrun.data.tensors import to_split
 from dlrun.core.io import write_csv, write_json
 from dlrun.training.losses import Criterion
+from dlrun.metrics.health import overfitting, validation_warnings
 from dlrun.metrics.score import epoch_columns, score
 from dlrun.model.mlp import build_model
 from dlrun.data.finite import require_finite_scaling
@@ -85,7 +86,8 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
     check_against_tasks(cfg, dataset.tasks)
     if prep is None:
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, by the check below
-            prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks).fit(dataset.part("train"))
+            prep = Preprocessor(cfg.preprocess, dataset.features, dataset.targets, dataset.tasks,
+                                dataset.columns).fit(dataset.part("train"))
         require_finite_scaling(prep)
         if cfg.model.num_embeddings == "piecewise_linear":
             prep.fit_bins(dataset.part("train"), cfg.model.n_bins)
@@ -93,7 +95,13 @@ def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
         train, n_synthetic = _train_split(cfg, dataset, prep, device)
         splits = {"train": train, **{name: to_split(prep, dataset.part(name), device) for name in SPLITS if name != "train"}}
         model = build_model(len(prep.feature_names_), prep.output_sizes(), cfg.model, cfg.seed, prep.input_layout()).to(device)
-    return Prepared(cfg, device, dataset, prep, splits, model, {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic})
+    summary = {**summarise(dataset, prep), "rows_added_by_smote": n_synthetic}
+    stopping = cfg.train.early_stopping
+    val = dataset.part("val")
+    val_classes = {t: {str(k): int(v) for k, v in val[t].value_counts().items()}
+                   for t, task in dataset.tasks.items() if task == "classification"}
+    summary["warnings"] = [*dataset.warnings, *validation_warnings(len(val), val_classes, stopping.metric if stopping else None)]
+    return Prepared(cfg, device, dataset, prep, splits, model, summary)
 
 
 def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torch.device) -> tuple[Split, int]:
@@ -110,12 +118,16 @@ def _train_split(cfg: Config, dataset: Dataset, prep: Preprocessor, device: torc
     return Split(torch.from_numpy(X_over).to(device), {target: torch.from_numpy(y_over).to(device)}), len(y_over) - len(y)
 
 
-def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True) -> Run:
+def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callback] = (), score_test: bool = True,
+          warn: Optional[Callable[[str], None]] = None) -> Run:
     """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
 
-    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it)."""
+    score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it).
+    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts."""
     started = time.perf_counter()
     ready = prepare(cfg)
+    for line in ready.summary["warnings"] if warn else ():
+        warn(line)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
@@ -215,13 +227,14 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
+    overfit = overfitting(state.history)
     record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
                             monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds,
-                            warnings=health)
+                            warnings=health, overfitting=overfit)
     write_record(run_dir, record)
     # plots and report.html; never raises, a failure there is one more warning
     published = time.perf_counter()
-    warnings = health + publish(run_dir, cfg.model.activation, draw=cfg.report)
+    warnings = health + ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
@@ -303,6 +316,9 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         "categorical_features": prep.categorical_features,
         "targets": targets,
         "missing_imputed_in_train": prep.missing_in_train(),
+        "missing_indicators": list(getattr(prep, "indicators_", [])),
+        "columns": prep.column_table() or [d.table_row() for d in dataset.columns.values()],
+        "column_warnings": list(dataset.warnings),
     }
 
 
