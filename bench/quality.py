@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from baselines import BASELINES, fit_predict
 from tables import TABLES, Table
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.data.load import load_dataset
 from dlrun.run.runner import train
 

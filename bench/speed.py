@@ -53,7 +53,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from dlrun.training.callbacks import Checkpoints, MetricsLog
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.data.load import load_dataset
 from dlrun.model.device import choose_threads
 from dlrun.data.tensors import to_split

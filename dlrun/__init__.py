@@ -6,7 +6,7 @@ The library twins of the CLI commands load lazily, so `import dlrun` (and `dlrun
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_config": "dlrun.config.schema",
+    "load_config": "dlrun.config.load",
     "train": "dlrun.run.runner",
     "evaluate": "dlrun.inference.batch",
     "predict": "dlrun.inference.batch",

@@ -127,7 +127,7 @@ def finished_runs(tmp_path_factory) -> dict[str, Path]:
     """Two finished runs trained once per session in-process: "classification" (three species, dropout 0.3) and
     "regression" (price in euros). Tests read them; rebuilding their plots or report is fine, training again is not."""
     import dlrun
-    from dlrun.config.schema import validate_config
+    from dlrun.config.load import validate_config
 
     root = tmp_path_factory.mktemp("finished")
     make_classification_frame(150).to_csv(root / "pets.csv", index=False)

@@ -12,7 +12,8 @@ import torch
 import dlrun.run.directory as artifacts
 from dlrun.run.directory import create_run_dir, open_run
 from dlrun.training.checkpoint import load_checkpoint, save_checkpoint
-from dlrun.config.schema import ModelConfig, validate_config
+from dlrun.config.schema import ModelConfig
+from dlrun.config.load import validate_config
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.run.outputs import prediction_frame
 from dlrun.model.mlp import build_model

@@ -12,7 +12,8 @@ from torch import nn
 
 import dlrun
 from dlrun.training.augment import batch_augment, oversample, smote_target
-from dlrun.config.schema import AugmentConfig, load_config, validate_config
+from dlrun.config.schema import AugmentConfig
+from dlrun.config.load import load_config, validate_config
 from dlrun.core.errors import ConfigError
 from dlrun.data.tensors import to_split
 from dlrun.model.mlp import build_model

@@ -24,7 +24,7 @@ import dlrun.run.runner as runner
 from dlrun.run.directory import create_run_dir, open_run
 from dlrun.run.record import read_record
 from dlrun.training.checkpoint import load_checkpoint
-from dlrun.config.schema import load_config, validate_config
+from dlrun.config.load import load_config, validate_config
 from dlrun.model.device import resolve_device
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.inference.batch import evaluate, predict

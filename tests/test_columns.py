@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.config.schema import DataConfig, PreprocessConfig, validate_config
+from dlrun.config.schema import DataConfig, PreprocessConfig
+from dlrun.config.load import validate_config
 from dlrun.core.errors import ConfigError, DataError
 from dlrun.data.columns import ColumnDecision
 from dlrun.data.load import load_dataset

@@ -6,7 +6,8 @@ import pydantic
 import pytest
 import yaml
 
-from dlrun.config.schema import Config, describe_schema, load_config, validate_config
+from dlrun.config.schema import Config, describe_schema
+from dlrun.config.load import load_config, validate_config
 from dlrun.core.errors import ConfigError, DlrunError
 
 from conftest import CONFIGS

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.data.load import SPLITS, infer_task, load_dataset, make_synthetic, read_csv
 from dlrun.core.errors import DataError
 

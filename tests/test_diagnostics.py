@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.training.diagnostics import COLUMNS, Diagnostics, diagnose, layer_weights, relu_activations
 from dlrun.training.losses import Criterion
 from dlrun.run.runner import prepare

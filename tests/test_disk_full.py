@@ -15,7 +15,7 @@ import yaml
 
 import dlrun
 from conftest import FAST, InterruptAfter, make_regression_frame, merge, run_cli, run_cli_many
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.run.record import RunRecord, write_status
 from small_disk import fill, small_disks  # noqa: F401  (a fixture)
 

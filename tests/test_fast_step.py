@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.training.fast_step import FastStep, unsupported
 from dlrun.training.losses import Criterion
 from dlrun.model.mlp import build_model

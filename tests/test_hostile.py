@@ -20,7 +20,7 @@ import yaml
 
 import dlrun
 from conftest import FAST, InterruptAfter, make_classification_frame, make_regression_frame, merge, run_cli, run_cli_many
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.core.text import MAX_FILE_NAME_PART as MAX_NAME_CHARS, safe_file_name, safe_terminal_text
 from dlrun.training.callbacks import Callback
 from small_disk import small_disks  # noqa: F401  (a fixture)

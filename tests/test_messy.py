@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.core.errors import DataError
 from dlrun.inference.batch import evaluate, predict
 from dlrun.run.runner import train

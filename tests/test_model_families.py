@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.preprocessing import QuantileTransformer
 
-from dlrun.config.schema import ModelConfig, PreprocessConfig, validate_config
+from dlrun.config.schema import ModelConfig, PreprocessConfig
+from dlrun.config.load import validate_config
 from dlrun.core.errors import ConfigError
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler

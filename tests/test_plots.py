@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 import dlrun
 import dlrun.run.plots as plots
 from dlrun.run import layout
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 
 from conftest import FAST, merge
 

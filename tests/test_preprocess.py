@@ -10,7 +10,8 @@ import pytest
 
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
-from dlrun.data.preprocess import MISSING, Preprocessor
+from dlrun.data.encoding import MISSING
+from dlrun.data.preprocess import Preprocessor
 
 from conftest import make_classification_frame, make_regression_frame
 

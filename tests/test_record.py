@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dlrun.config.schema import ModelConfig, PreprocessConfig, validate_config
+from dlrun.config.schema import ModelConfig, PreprocessConfig
+from dlrun.config.load import validate_config
 from dlrun.core.errors import RunError
 from dlrun.core.text import MAX_FILE_NAME_PART, safe_file_name
 from dlrun.data.preprocess import Preprocessor

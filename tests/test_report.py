@@ -97,7 +97,7 @@ def test_report_of_a_folder_that_is_not_a_run_is_an_error(tmp_path):
 
 def test_a_failing_report_is_a_warning_and_the_run_completes(tmp_path, classification_csv, monkeypatch):
     import dlrun
-    from dlrun.config.schema import validate_config
+    from dlrun.config.load import validate_config
 
     def broken(*args, **kwargs):
         raise OSError("disk says no")

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.core.errors import RunError
 from dlrun.run.runner import resume, train
 
@@ -91,7 +91,7 @@ KILL_SCRIPT = """
 import json, os, signal, sys
 import dlrun.run.runner as runner
 import dlrun.training.callbacks as callbacks
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 
 where, epoch = sys.argv[3], int(sys.argv[4])
 save = callbacks.save_checkpoint

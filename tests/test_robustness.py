@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dlrun.config.schema import DataConfig, PreprocessConfig, validate_config
+from dlrun.config.schema import DataConfig, PreprocessConfig
+from dlrun.config.load import validate_config
 from dlrun.data.load import load_dataset, read_csv
 from dlrun.core.errors import DataError
 from dlrun.metrics.score import score

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import dlrun
-from dlrun.config.schema import load_config, validate_config
+from dlrun.config.load import load_config, validate_config
 from dlrun.core.errors import ConfigError, DataError, DlrunError
 from dlrun.training.state import Callback
 

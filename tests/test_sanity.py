@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from dlrun.cli.commands import app
-from dlrun.config.schema import load_config
+from dlrun.config.load import load_config
 from dlrun.core.errors import ConfigError
 from dlrun.probe.check import best_possible, check
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dlrun.config.schema import load_config
+from dlrun.config.load import load_config
 from dlrun.core.errors import ConfigError
 from dlrun.run.runner import resume
 from dlrun.sweeps.driver import sweep

@@ -6,7 +6,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from dlrun.config.schema import Config, validate_config
+from dlrun.config.schema import Config
+from dlrun.config.load import validate_config
 from dlrun.core.errors import ConfigError
 from dlrun.sweeps.driver import distributions, make_sampler
 from dlrun.config.search import Dimension, SearchConfig, key_problem

@@ -69,7 +69,7 @@ def test_two_workers_share_the_sqlite_study_without_lost_or_duplicated_trials(tm
 def _sweep_killed_mid_trial(tmp_path: Path, config: Path, workers: int) -> subprocess.CompletedProcess:
     """Run the sweep from Python with a callback that SIGKILLs the first worker reaching epoch 2 of a trial."""
     script = (
-        "import sys; from pathlib import Path; from dlrun.config.schema import load_config; from dlrun.sweeps.driver import sweep; "
+        "import sys; from pathlib import Path; from dlrun.config.load import load_config; from dlrun.sweeps.driver import sweep; "
         "from sweep_helpers import KillOnce; "
         f"sweep(load_config({str(config)!r}, ['search.trials=3']), {str(tmp_path / 'runs')!r}, workers={workers}, "
         f"callbacks=[KillOnce(Path({str(tmp_path / 'killed')!r}))])"
@@ -152,7 +152,7 @@ def _backdate_heartbeat(storage, trial_id: int, seconds: float) -> None:
 def test_a_trial_whose_machine_went_silent_is_requeued_after_its_heartbeat_goes_stale(tmp_path, config):
     """A worker on another machine cannot be checked by pid: its trial is lost once no heartbeat came for a while."""
     from dlrun.sweeps import study as sweep_study
-    from dlrun.config.schema import load_config
+    from dlrun.config.load import load_config
     from dlrun.sweeps.driver import distributions, plan_sweep, work
 
     cfg = load_config(config, ["search.trials=1"])

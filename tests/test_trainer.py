@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlrun.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig, validate_config
+from dlrun.config.schema import ModelConfig, OptimizerConfig, SchedulerConfig, TrainConfig
+from dlrun.config.load import validate_config
 from dlrun.data.tensors import to_split
 from dlrun.model.mlp import build_model
 from dlrun.data.preprocess import Preprocessor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlrun.config.schema import validate_config
+from dlrun.config.load import validate_config
 from dlrun.core.errors import ConfigError
 from dlrun.model.mlp import build_model
 from dlrun.config.schema import ModelConfig

@@ -47,7 +47,7 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory."),
 ) -> None:
     """Train a model; prints the run directory as the last line of stdout."""
-    from dlrun.config.schema import load_config
+    from dlrun.config.load import load_config
     from dlrun.core.errors import ConfigError
 
     def run():
@@ -130,7 +130,7 @@ def check(
     Exit status 0 when the batch is overfitted (100% accuracy, R² >= 0.99), 1 when it is not (a likely bug: the
     numbers and likely causes are printed), 2 on a bad config or data. No run directory is created.
     """
-    from dlrun.config.schema import load_config
+    from dlrun.config.load import load_config
 
     def run():
         cfg = load_config(config, set_, device)  # before the heavy imports: a config mistake is reported at once
@@ -310,7 +310,7 @@ def sweep(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
 ) -> None:
     """Search hyperparameters; running the same command again continues the study. Prints the sweep directory."""
-    from dlrun.config.schema import load_config
+    from dlrun.config.load import load_config
 
     options = {"trials": trials, "sampler": sampler, "seed": seed}
     overrides = [*set_, *(f"search.{key}={value}" for key, value in options.items() if value is not None)]

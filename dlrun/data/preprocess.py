@@ -15,9 +15,10 @@ from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
 from dlrun.data.clean import ColumnCounts, read_columns
 from dlrun.data.columns import ColumnDecision
+from dlrun.data.encoding import (MISSING, category_codes, category_key, category_keys, class_key, finite_or_missing,
+                                 is_numeric_dtype, nanmedian_columns, sorted_classes)
 from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler, quantile_bins
 
-MISSING = "__missing__"
 STATE_VERSION = 1
 
 
@@ -35,7 +36,7 @@ class Preprocessor:
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame) -> "Preprocessor":
         dtypes = frame.dtypes
-        numeric = [column for column in self.features if _is_numeric_dtype(dtypes[column])]
+        numeric = [column for column in self.features if is_numeric_dtype(dtypes[column])]
         self.numeric_: dict[str, dict[str, float]] = self._fit_numeric_block(frame[numeric])
         self.categorical_: dict[str, dict[str, Any]] = {}
         for column in self.features:
@@ -57,7 +58,7 @@ class Preprocessor:
         for column in self.targets:
             values = frame[column]
             if self.tasks[column] == "classification":
-                self.targets_[column] = {"task": "classification", "classes": _sorted_classes(values)}
+                self.targets_[column] = {"task": "classification", "classes": sorted_classes(values)}
             else:
                 y = values.astype(float).to_numpy()
                 std = float(y.std())
@@ -91,7 +92,7 @@ class Preprocessor:
         n_missing, empty = missing.sum(axis=0), missing.all(axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-empty column: its fill is 0 below
-            fill = _nanmedian_columns(X) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
+            fill = nanmedian_columns(X) if self.cfg.numeric_impute == "median" else np.nanmean(X, axis=0)
             low, high = np.nanmin(X, axis=0), np.nanmax(X, axis=0)
         fill = np.where(empty, 0.0, fill)
         filled = np.where(missing, fill, X)
@@ -112,7 +113,7 @@ class Preprocessor:
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
         counts: dict[str, int] = {}  # rows per key, counted once per distinct value
         for value, n in values.value_counts().items():
-            key = _category_key(value)
+            key = category_key(value)
             counts[key] = counts.get(key, 0) + int(n)
         fill = MISSING
         if self.cfg.categorical_impute == "most_frequent" and counts:
@@ -147,7 +148,7 @@ class Preprocessor:
         if self.numeric_:
             names = list(self.numeric_)
             block = frame[names]
-            if not all(_is_numeric_dtype(dtype) for dtype in block.dtypes):
+            if not all(is_numeric_dtype(dtype) for dtype in block.dtypes):
                 block = block.apply(pd.to_numeric, errors="coerce")
             X = block.to_numpy(dtype=np.float64)  # (n_rows, n_numeric)
             missing = ~np.isfinite(X)
@@ -162,7 +163,7 @@ class Preprocessor:
             indicators = missing[:, [position[column] for column in self.indicators_]]
         embedded = []
         for column, state in self.categorical_.items():
-            codes = _category_codes(frame[column], state["categories"], state["fill"])
+            codes = category_codes(frame[column], state["categories"], state["fill"])
             if state.get("embed"):  # 0 = unseen, 1.. = the kept categories; after every other block
                 embedded.append((codes + 1)[:, None].astype(np.float64))
                 continue
@@ -182,7 +183,7 @@ class Preprocessor:
     def unseen_categories(self, column: str, values: pd.Series) -> np.ndarray:
         """(n_rows,) bool: present values of a categorical feature that have no one-hot input (never seen, or rarer
         than the kept max_categories)."""
-        keys = _category_keys(values)
+        keys = category_keys(values)
         return (keys.notna() & ~keys.isin(self.categorical_[column]["categories"])).to_numpy(dtype=bool)
 
     def numeric_range(self, column: str) -> tuple[float | None, float | None]:
@@ -203,7 +204,7 @@ class Preprocessor:
         self.require_columns(frame)
         dtypes = frame.dtypes
         for column in self.numeric_:
-            if _is_numeric_dtype(dtypes[column]):
+            if is_numeric_dtype(dtypes[column]):
                 continue
             present = frame[column].dropna()
             bad = present[pd.to_numeric(present, errors="coerce").isna()]
@@ -226,7 +227,7 @@ class Preprocessor:
                 # Compared as text: a CSV that holds only the classes 1 and 2 reads them as numbers even when
                 # training saw the text labels "1", "2" and "x".
                 lookup = {str(c): i for i, c in enumerate(state["classes"])}
-                keys = values.map(lambda v: str(_class_key(v)))
+                keys = values.map(lambda v: str(class_key(v)))
                 unknown = sorted(set(keys) - set(lookup), key=str)
                 if unknown:
                     raise DataError(
@@ -234,7 +235,7 @@ class Preprocessor:
                     )
                 encoded[column] = keys.map(lookup).to_numpy(dtype=np.int64)
             else:
-                numeric = _finite_or_missing(pd.to_numeric(values, errors="coerce"))
+                numeric = finite_or_missing(pd.to_numeric(values, errors="coerce"))
                 if numeric.isna().any():
                     row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
                     raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
@@ -364,72 +365,3 @@ def _check_state(fitted: Preprocessor) -> None:
             number(state["std"], f"target_state.{column}.std")
         else:
             raise ValueError(f"target_state.{column}.task must be classification or regression")
-
-
-def _is_numeric(values: pd.Series) -> bool:
-    return _is_numeric_dtype(values.dtype)
-
-
-def _is_numeric_dtype(dtype) -> bool:
-    return pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
-
-
-def _nanmedian_columns(X: np.ndarray) -> np.ndarray:
-    """np.nanmedian(X, axis=0) in one sort (numpy's loops over the columns in Python when there are NaNs)."""
-    ordered = np.sort(X, axis=0)  # NaN last
-    n_present = (~np.isnan(X)).sum(axis=0)
-    low, high = np.maximum((n_present - 1) // 2, 0), np.maximum(n_present // 2, 0)
-    columns = np.arange(X.shape[1])
-    median = (ordered[low, columns] + ordered[high, columns]) / 2
-    return np.where(n_present > 0, median, np.nan)
-
-
-def _finite_or_missing(values: pd.Series) -> pd.Series:
-    """float64 with +-inf as missing: an overflowed cell is imputed like an empty one instead of poisoning the scaling."""
-    numbers = values.astype(float)
-    return numbers.where(np.isfinite(numbers), np.nan)
-
-
-def _category_codes(values: pd.Series, categories: list[str], fill: str) -> np.ndarray:
-    """(n_rows,) int64 position of each row's category, -1 when it has none. Cleaned rows already hold the keys, so
-    they are looked up as they are; only the rest (numbers, untrimmed text) are spelled as keys first."""
-    index = pd.Index(categories, dtype=object)
-    codes = index.get_indexer(values.astype(object))
-    missing = values.isna().to_numpy()
-    unmatched = (codes < 0) & ~missing
-    if unmatched.any():
-        codes[unmatched] = index.get_indexer(_category_keys(values[unmatched]).astype(object))
-    codes[missing] = index.get_indexer([fill])[0]
-    return codes
-
-
-def _category_key(value: Any) -> str:
-    return str(_class_key(value)) if isinstance(value, (bool, int, float, np.number, np.bool_)) else str(value).strip()
-
-
-def _category_keys(values: pd.Series) -> pd.Series:
-    """Categories as stripped strings; missing stays missing. pandas 3 reads text as `str` dtype, older as object.
-
-    A column that arrives as numbers (a predict file holding only the categories 1 and 2) is spelled as training
-    saw it in text: 1, not 1.0."""
-    if _is_numeric(values):  # built as a list: pandas would turn the ints back into floats beside a NaN
-        values = pd.Series([v if pd.isna(v) else str(_class_key(v)) for v in values], index=values.index, dtype=object)
-    distinct = pd.unique(values.dropna())  # each distinct value stripped once, then mapped onto the rows
-    stripped = {value: str(value).strip() for value in distinct}
-    return values.map(stripped).astype(object).where(values.notna(), np.nan)
-
-
-def _class_key(value: Any) -> Any:
-    """One spelling per class, so 1, 1.0 and np.int64(1) are the same label and labels stay JSON-native."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return int(value) if float(value).is_integer() else float(value)
-    return str(value).strip()
-
-
-def _sorted_classes(values: pd.Series) -> list:
-    keys = {_class_key(v) for v in values.dropna()}
-    return sorted(keys, key=lambda k: (isinstance(k, str), k if not isinstance(k, str) else 0, str(k)))

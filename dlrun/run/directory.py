@@ -12,7 +12,8 @@ from typing import Any
 import torch
 import yaml
 
-from dlrun.config.schema import Config, validate_config
+from dlrun.config.schema import Config
+from dlrun.config.load import validate_config
 from dlrun.config.yaml_load import load_yaml
 from dlrun.model.device import resolve_device
 from dlrun.core.errors import RunError

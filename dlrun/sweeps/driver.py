@@ -22,7 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.run.record import read_record, write_record
 from dlrun.training.state import Callback, TrainState
-from dlrun.config.schema import Config, validate_config
+from dlrun.config.schema import Config
+from dlrun.config.load import validate_config
 from dlrun.core.text import safe_file_name
 from dlrun.core.errors import ConfigError, DlrunError
 from dlrun.core.io import write_json, write_text

@@ -17,7 +17,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dlrun.core.errors import RunError
 from dlrun.core.io import read_json, write_csv, write_json, write_text
-from dlrun.config.schema import Config, load_config, validate_config
+from dlrun.config.schema import Config
+from dlrun.config.load import load_config, validate_config
 from dlrun.run import layout
 from dlrun.data.load import resolve_units
 from dlrun.sweeps.study import counted, open_storage, require_study, retry_of, sqlite_url

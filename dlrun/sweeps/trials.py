@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from dlrun.config.schema import Config, set_key, validate_config
+from dlrun.config.schema import Config
+from dlrun.config.load import set_key, validate_config
 
 
 def base_config(cfg: Config) -> dict[str, Any]:
