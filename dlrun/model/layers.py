@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 from torch import nn
+
+from dlrun.config.schema import ModelConfig
+from dlrun.model.activations import make_activation
+
+
+def hidden_stack(cfg: ModelConfig, width: int, linear: Callable[[int, int, int], nn.Module],
+                 norms: bool = True) -> tuple[nn.Sequential, int]:
+    """The trunk: per hidden layer `linear(index, in, out)`, the configured norm (with `norms`), the activation and a
+    Dropout when the layer has one. Returns it with the width of its output."""
+    layers: list[nn.Module] = []
+    for index, (hidden, dropout) in enumerate(zip(cfg.hidden, cfg.layer_dropout())):
+        layers.append(linear(index, width, hidden))
+        if norms and cfg.norm == "batch":
+            layers.append(nn.BatchNorm1d(hidden))
+        elif norms and cfg.norm == "layer":
+            layers.append(nn.LayerNorm(hidden))
+        layers.append(make_activation(cfg))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    return nn.Sequential(*layers), width
 
 
 def linear_layers() -> tuple[type, ...]:

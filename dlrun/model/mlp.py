@@ -10,9 +10,9 @@ from torch import nn
 
 from dlrun.config.schema import ModelConfig
 from dlrun.data.scaling import InputLayout
-from dlrun.model.activations import INIT_NONLINEARITY, make_activation
+from dlrun.model.activations import INIT_NONLINEARITY
 from dlrun.model.embeddings import FeatureInputs, needs_inputs
-from dlrun.model.layers import TrunkAndHeads
+from dlrun.model.layers import TrunkAndHeads, hidden_stack
 
 
 class MLP(TrunkAndHeads, nn.Module):
@@ -20,19 +20,7 @@ class MLP(TrunkAndHeads, nn.Module):
 
     def __init__(self, n_features: int, output_sizes: dict[str, int], cfg: ModelConfig):
         super().__init__()
-        layers: list[nn.Module] = []
-        width = n_features
-        for hidden, dropout in zip(cfg.hidden, cfg.layer_dropout()):
-            layers.append(nn.Linear(width, hidden))
-            if cfg.norm == "batch":
-                layers.append(nn.BatchNorm1d(hidden))
-            elif cfg.norm == "layer":
-                layers.append(nn.LayerNorm(hidden))
-            layers.append(make_activation(cfg))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, width = hidden_stack(cfg, n_features, lambda index, n_in, n_out: nn.Linear(n_in, n_out))
         # A list, not a ModuleDict: target names such as `type` or `a.b` are not valid module attribute names.
         self.targets = list(output_sizes)
         self.heads = nn.ModuleList(nn.Linear(width, size) for size in output_sizes.values())

@@ -22,9 +22,8 @@ from torch import nn
 
 from dlrun.config.schema import ModelConfig
 from dlrun.data.scaling import InputLayout
-from dlrun.model.activations import make_activation
 from dlrun.model.embeddings import FeatureInputs, needs_inputs
-from dlrun.model.layers import TrunkAndHeads
+from dlrun.model.layers import TrunkAndHeads, hidden_stack
 
 
 class TabM(TrunkAndHeads, nn.Module):
@@ -39,17 +38,14 @@ class TabM(TrunkAndHeads, nn.Module):
         width = self.inputs.d_out if self.inputs is not None else n_features
         chunks = self.inputs.chunks if self.inputs is not None else None
         self.ensemble_view = EnsembleView(k=cfg.k)  # (B, d) -> (B, k, d)
-        layers: list[nn.Module] = []
-        for index, (hidden, dropout) in enumerate(zip(cfg.hidden, cfg.layer_dropout())):
-            # TabM's initialisation: the first layer's input scalings random (normal after embeddings), the rest ones.
-            first = ("normal" if cfg.num_embeddings != "none" else "random-signs", "ones")
-            layers.append(LinearBatchEnsemble(width, hidden, k=cfg.k, scaling_init=first if index == 0 else "ones",
-                                              first_scaling_init_chunks=chunks if index == 0 else None))
-            layers.append(make_activation(cfg))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = hidden
-        self.trunk = nn.Sequential(*layers)
+        # TabM's initialisation: the first layer's input scalings random (normal after embeddings), the rest ones.
+        first = ("normal" if cfg.num_embeddings != "none" else "random-signs", "ones")
+
+        def ensemble_linear(index: int, n_in: int, n_out: int) -> nn.Module:
+            return LinearBatchEnsemble(n_in, n_out, k=cfg.k, scaling_init=first if index == 0 else "ones",
+                                       first_scaling_init_chunks=chunks if index == 0 else None)
+
+        self.trunk, width = hidden_stack(cfg, width, ensemble_linear, norms=False)  # norms act on (B, d), not (B, k, d)
         self.targets = list(output_sizes)
         self.regression = [size == 1 for size in output_sizes.values()]  # a class head has one logit per class (>= 2)
         self.heads = nn.ModuleList(LinearEnsemble(width, size, k=cfg.k) for size in output_sizes.values())
