@@ -201,13 +201,13 @@ def test_categories_above_the_threshold_become_one_code_column():
     frame = _many_cities()
     prep = Preprocessor(PreprocessConfig(embed_categories_above=5), ["size", "rooms", "city"], ["price"],
                         {"price": "regression"}).fit(frame)
-    assert prep.feature_names_ == ["size", "rooms", "city"]
+    assert prep.feature_names_ == ["size", "rooms", *[f"{c} (missing)" for c in prep.indicators_], "city"]  # codes last
     layout = prep.input_layout()
-    assert (layout.n_numeric, layout.n_onehot, layout.cardinalities) == (2, 0, [12])
+    assert (layout.n_numeric, layout.n_onehot, layout.cardinalities) == (2, len(prep.indicators_), [12])  # indicators pass through like one-hot
     unseen = frame.head(2).assign(city=["town3", "atlantis"])
-    codes = prep.transform_features(unseen)[:, 2]
+    codes = prep.transform_features(unseen)[:, -1]  # the code column comes last
     assert codes[1] == 0 and codes[0] == 1 + prep.categorical_["city"]["categories"].index("town3")
-    model = build_model(3, {"price": 1}, ModelConfig(hidden=[8]), 0, layout)
+    model = build_model(len(prep.feature_names_), {"price": 1}, ModelConfig(hidden=[8]), 0, layout)
     assert model.inputs.categories[0].num_embeddings == 13  # 12 kept categories and the unseen one
     assert model(torch.from_numpy(prep.transform_features(frame))).keys() == {"price"}
 

@@ -165,7 +165,8 @@ def test_the_fitted_preprocessor_answers_what_other_stages_ask():
     np.testing.assert_allclose(prep.to_original_units("y", scaled), frame["y"], rtol=1e-6)
     assert prep.regression_scale("y") == pytest.approx(frame["y"].std(ddof=0))
     assert (prep.numeric_features, prep.categorical_features) == (["x"], ["c"])
-    assert prep.onehot_blocks() == [slice(1, 1 + len(prep.feature_names_) - 1)]
+    assert prep.feature_names_ == ["x", "c=a", "c=__missing__", "c=b", "x (missing)"]
+    assert prep.onehot_blocks() == [slice(1, 4)]
     assert prep.missing_in_train() == {"x": 1, "c": 1}
 
 

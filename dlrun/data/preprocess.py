@@ -292,7 +292,7 @@ class Preprocessor:
     def onehot_blocks(self) -> list[slice]:
         """Columns of each categorical feature's one-hot block in the encoded matrix (after the numeric columns)."""
         blocks, start = [], len(self.numeric_)
-        for state in self.categorical_.values():
+        for _, state in self._onehot_states():
             blocks.append(slice(start, start + len(state["categories"])))
             start += len(state["categories"])
         return blocks
