@@ -207,7 +207,7 @@ def runs(
     import dataclasses
     import json
 
-    from dlrun.run.listing import format_duration, list_runs
+    from dlrun.run.listing import list_runs
 
     rows = guarded(lambda: list_runs(runs_dir, sort, name))
     if as_json:
@@ -216,13 +216,14 @@ def runs(
     if not rows:
         stderr.print(escape(f"no runs under {runs_dir}" + (f" matching {name!r}" if name else "")), highlight=False)
         return
-    table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=escape(f"runs in {runs_dir}"))
-    for row in rows:
-        best = f"{row.monitor} {_fmt(row.best_val)}" if row.monitor else "-"
-        test = f"{row.test_metric} {_fmt(row.test_value)}" if row.test_value is not None else "-"
-        table.add_row(*(escape(str(cell)) for cell in (row.id, row.name, row.status, Path(row.data).name if row.data else "-",
-                                                        row.target or "-", best, test, row.epochs or "-", format_duration(row.duration_s))))
-    Console().print(table)
+    from dlrun.cli.runs_table import runs_table
+
+    console = Console()
+    table, left_out = runs_table(rows, sort, console.width, escape(f"runs in {runs_dir}"))
+    console.print(table)
+    if left_out:
+        stderr.print(escape(f"left out to fit {console.width} columns: {', '.join(left_out)} (--json shows every field)"),
+                     highlight=False, soft_wrap=True)
 
 
 @app.command()
