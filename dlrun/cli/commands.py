@@ -16,12 +16,13 @@ from dlrun.core.text import safe_terminal_text as escape  # user text: no rich m
 from rich.table import Table
 
 from dlrun import __version__
+from dlrun.cli.conventions import DlrunTyper
 from dlrun.cli.exits import guarded
 from dlrun.cli.render import (column_table, metrics_tables, print_row_check, print_sweep, print_trial, print_warning, stderr,
                               summary_table, warn_if_unfinished)
 from dlrun.metrics.names import format_value as _fmt
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = DlrunTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deep-learning experiments on tables: YAML config in, run directory out.")
 
 
@@ -41,7 +42,7 @@ def main_options(
 @app.command()
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML config file (omit with --resume)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory."),
@@ -120,7 +121,7 @@ def predict(
 @app.command()
 def check(
     config: Path = typer.Argument(..., help="YAML config file."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Most full-batch steps (default 2000; stops once overfitted)."),
 ) -> None:
@@ -164,10 +165,13 @@ def check(
 def config(
     markdown: bool = typer.Option(False, "--markdown", help="Print a Markdown table (as in README.md)."),
 ) -> None:
-    """Print every config key with its default and meaning."""
-    from dlrun.config.schema import describe_schema
+    """Print every config key with its default, meaning and, for an enumerated key, its allowed values."""
+    from dlrun.config.walk import enumerated
+    from dlrun.config.schema import Config, describe_schema
 
-    rows = describe_schema()
+    allowed = enumerated(Config)
+    rows = [(key, default, f"{meaning} Allowed: {', '.join(map(str, allowed[key]))}." if key in allowed else meaning)
+            for key, default, meaning in describe_schema()]
     if markdown:
         lines = ["| key | default | meaning |", "| --- | --- | --- |"]
         for key, default, description in rows:
@@ -203,7 +207,7 @@ def runs(
     import dataclasses
     import json
 
-    from dlrun.run.listing import format_duration, list_runs
+    from dlrun.run.listing import list_runs
 
     rows = guarded(lambda: list_runs(runs_dir, sort, name))
     if as_json:
@@ -212,13 +216,14 @@ def runs(
     if not rows:
         stderr.print(escape(f"no runs under {runs_dir}" + (f" matching {name!r}" if name else "")), highlight=False)
         return
-    table = Table("id", "name", "status", "data", "target", "best val", "test", "epochs", "duration", title=escape(f"runs in {runs_dir}"))
-    for row in rows:
-        best = f"{row.monitor} {_fmt(row.best_val)}" if row.monitor else "-"
-        test = f"{row.test_metric} {_fmt(row.test_value)}" if row.test_value is not None else "-"
-        table.add_row(*(escape(str(cell)) for cell in (row.id, row.name, row.status, Path(row.data).name if row.data else "-",
-                                                        row.target or "-", best, test, row.epochs or "-", format_duration(row.duration_s))))
-    Console().print(table)
+    from dlrun.cli.runs_table import runs_table
+
+    console = Console()
+    table, left_out = runs_table(rows, sort, console.width, escape(f"runs in {runs_dir}"))
+    console.print(table)
+    if left_out:
+        stderr.print(escape(f"left out to fit {console.width} columns: {', '.join(left_out)} (--json shows every field)"),
+                     highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -253,7 +258,7 @@ def compare(
     console.print(metrics)
 
 
-explain_app = typer.Typer(no_args_is_help=True, help="Pictures that explain what the network does.")
+explain_app = DlrunTyper(no_args_is_help=True, help="Pictures that explain what the network does.")
 app.add_typer(explain_app, name="explain")
 
 
@@ -305,7 +310,7 @@ def sweep(
     study: Optional[str] = typer.Option(None, "--study", help="Study name, also the sweep directory's (default: the config's name)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe | random | grid (overrides search.sampler)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed (overrides search.seed)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key: --set train.epochs=50 (value parsed as YAML)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key: --set train.epochs=50 (value parsed as YAML)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="The sweep directory is RUNS_DIR/sweeps/STUDY."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
 ) -> None:
