@@ -337,15 +337,7 @@ class Config(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def describe_schema(section: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key path, default, description) for every field, nested sections flattened."""
-    rows = []
-    for found in walk.keys(section):
-        path = f"{prefix}{found.name}"
-        # search.space holds one section per searched key; data.columns (a role or a section) is one row
-        if found.section is not None and "Union[" not in str(found.field.annotation):
-            rows.extend(describe_schema(found.section, prefix=f"{path}.<key>." if found.per_user_key else f"{path}."))
-            continue
-        default = found.field.get_default(call_default_factory=True)
-        rows.append((path, "required" if found.field.is_required() else repr(default), found.field.description or ""))
-    return rows
+def describe_schema(section: type[BaseModel] = Config) -> list[tuple[str, str, str]]:
+    """(key path, default, description) for every value key, nested sections flattened (config/walk.py's leaves)."""
+    return [(path, "required" if found.field.is_required() else repr(found.field.get_default(call_default_factory=True)),
+             found.field.description or "") for path, found in walk.leaves(section)]
