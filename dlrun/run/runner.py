@@ -263,7 +263,7 @@ def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> Non
     """Mark the run failed (or interrupted: Ctrl-C, SIGTERM) as far as the disk allows. Never raises: the error that
     failed the run is the one to report."""
     if isinstance(exc, KeyboardInterrupt):
-        stopped = record.updated(status="interrupted", ended=now(), error=str(exc) or None,
+        stopped = record.updated(status="interrupted", ended=now(), error=str(exc) or "interrupted",
                                  **({"epochs_run": exc.epoch} if getattr(exc, "epoch", None) is not None else {}))
     else:
         stopped = record.updated(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
