@@ -20,7 +20,8 @@ from torch import nn
 from dlrun.run import layout
 from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_config, write_config
 from dlrun.run.extend import extended_config
-from dlrun.run.interrupts import RunInterrupted, StopOnSignal
+from dlrun.run.interrupts import RunInterrupted
+from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.training.checkpoint import load_weights, resume_point
