@@ -44,7 +44,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A finished run, and a run interrupted after epoch 1 of 3 (status failed: interrupted, best.pt from epoch 1)."""
+    """A finished run, and a run interrupted after epoch 1 of 3 (status interrupted, best.pt from epoch 1)."""
     root = tmp_path_factory.mktemp("runs")
     finished = train(validate_config(TINY), root / "finished")
     with pytest.raises(KeyboardInterrupt):
@@ -241,7 +241,7 @@ def test_resume_from_a_last_checkpoint_with_empty_weights_is_a_run_error(runs, t
     torch.save({**checkpoint, "model": {}}, last)
     with pytest.raises(RunError, match="last.pt does not match"):
         resume(run_dir)
-    assert read_record(run_dir).as_json()["status"] == "failed"  # untouched: training never restarted
+    assert read_record(run_dir).as_json()["status"] == "interrupted"  # untouched: training never restarted
 
 
 # ---- 7. loss weights -----------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_loss_weight_must_be_positive(weight):
 # ---- 8. scoring an unfinished run ----------------------------------------------------------------
 def test_evaluation_and_prediction_carry_an_unfinished_runs_status(runs, tmp_path):
     result = evaluate(runs["interrupted"], output=tmp_path / "eval.json")
-    assert result.run_status == "failed: interrupted" and result.checkpoint_epoch == 1
+    assert result.run_status == "interrupted" and result.checkpoint_epoch == 1
     assert evaluate(runs["finished"].run_dir, output=tmp_path / "eval2.json").run_status == "completed"
 
 
@@ -262,7 +262,7 @@ def test_evaluation_and_prediction_carry_an_unfinished_runs_status(runs, tmp_pat
 def test_cli_warns_before_scoring_an_unfinished_run(cli_results, runs, command):
     result = cli_results[command]
     assert result.returncode == 0, result.stderr
-    assert (f"warning: {runs['interrupted']} did not complete (status: failed: interrupted); "
+    assert (f"warning: {runs['interrupted']} did not complete (status: interrupted); "
             "scoring its best checkpoint so far (epoch 1)") in result.stderr
 
 

@@ -94,4 +94,4 @@ def test_report_resume_and_predict_on_a_full_disk_give_the_message(small_disks, 
     assert_disk_full_error(results["resume"], run_dir)
     assert_disk_full_error(results["predict"], disk / "predictions.csv")
     assert not (disk / "predictions.csv").exists()
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"  # not `running`: the resume could not start

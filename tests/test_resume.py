@@ -37,7 +37,7 @@ def test_resumed_run_ends_with_the_same_metrics_as_an_uninterrupted_one(tmp_path
     with pytest.raises(KeyboardInterrupt):
         train(validate_config(CONFIG), tmp_path / "b", callbacks=[InterruptAfter(4)])
     (run_dir,) = (tmp_path / "b").iterdir()
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     resumed = resume(run_dir)
     assert resumed.run_dir == run_dir
     assert _metrics(run_dir) == _metrics(straight.run_dir)

@@ -45,17 +45,23 @@ def train(
     set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run directories are created."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory "
+                                          "(with --set train.epochs=N: train a finished or interrupted run on to epoch N)."),
 ) -> None:
-    """Train a model; prints the run directory as the last line of stdout."""
+    """Train a model; prints the run directory as the last line of stdout. Ctrl-C or SIGTERM stops it after the
+    current epoch with last.pt saved (exit 130) and prints the command that resumes it."""
     from dlrun.config.load import load_config
     from dlrun.core.errors import ConfigError
 
     def run():
         if (config is None) == (resume is None):
             raise ConfigError("give a CONFIG file to train, or --resume RUN_DIR to continue a run (not both)")
-        if resume is not None and (set_ or device):
-            raise ConfigError("--set and --device cannot change a resumed run: it continues with its own config.yaml")
+        if resume is not None and device:
+            raise ConfigError("--device cannot change a resumed run: it continues with its own config.yaml")
+        if resume is not None:
+            from dlrun.run.extend import check_resume_overrides
+
+            check_resume_overrides(set_)  # before heavy imports, as a bad CONFIG would be
         cfg = load_config(config, set_, device) if config else None  # before heavy imports: mistakes show at once
         from dlrun.training.callbacks import RichProgress
         from dlrun.run.runner import resumable_config, resume as resume_run, train as train_run
@@ -63,7 +69,7 @@ def train(
         epochs = (cfg or resumable_config(resume)).train.epochs
         with RichProgress(epochs) as progress:
             if cfg is None:
-                return resume_run(resume, callbacks=[progress])
+                return resume_run(resume, callbacks=[progress], overrides=set_)
             return train_run(cfg, runs_dir, callbacks=[progress], warn=print_warning)
 
     result = guarded(run)

@@ -31,9 +31,23 @@ def guarded(call: Callable[[], Result]) -> Result:
         fail(os_error_message(exc))
     except RecursionError:  # a crafted file nested too deeply for a reader that does not check depth itself
         fail("an input file is nested too deeply to read (thousands of levels of [ or {); it is not a dlrun file")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+
+
+def _interrupted(exc: KeyboardInterrupt) -> None:
+    """Exit 130; a run stopped on Ctrl-C or SIGTERM says where it is and how to continue it (run directory on stdout)."""
+    from dlrun.run.interrupts import RunInterrupted, resume_command
+
+    if not isinstance(exc, RunInterrupted):
         stderr.print("Interrupted.")
         raise typer.Exit(INTERRUPTED) from None
+    saved = f" after epoch {exc.epoch}; checkpoints/last.pt saved" if exc.epoch is not None else ""
+    stderr.print(safe_terminal_text(f"Interrupted ({exc.signal_name}){saved}. Run directory: {exc.run_dir}"),
+                 highlight=False, soft_wrap=True)
+    stderr.print(safe_terminal_text(f"Resume with: {resume_command(exc.run_dir)}"), highlight=False, soft_wrap=True)
+    typer.echo(str(exc.run_dir))
+    raise typer.Exit(INTERRUPTED) from None
 
 
 def fail(message: str) -> None:

@@ -19,6 +19,7 @@ from dlrun.config.yaml_load import load_yaml
 from dlrun.core.errors import RunError
 from dlrun.metrics.names import flatten, is_maximised
 from dlrun.run import layout
+from dlrun.run.lock import is_held
 from dlrun.run.record import RunRecord, read_record
 
 # The test metric a listing shows per task: the one most people rank such models by.
@@ -86,7 +87,7 @@ def read_run_row(run_dir: Path) -> RunRow:
     test_scores = test.get(first) if isinstance(test.get(first), dict) else {}
     return RunRow(
         id=run_dir.name, path=str(run_dir), name=record.name or (match["name"] if match else run_dir.name),
-        status=problem or record.status_text or "unknown", data=record.data_source, target=", ".join(targets) or None,
+        status=problem or ("lost" if record.status == "running" and not is_held(run_dir) else record.status_text) or "unknown", data=record.data_source, target=", ".join(targets) or None,
         monitor=record.monitor, best_val=_number(record.best_value),
         test_metric=headline, test_value=_number(test_scores.get(headline)) if headline else None,
         epochs=record.epochs_run, duration_s=_duration(record.started, record.ended),

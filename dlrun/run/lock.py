@@ -49,3 +49,21 @@ def hold_run_lock(run_dir: Path) -> Iterator[None]:
     finally:
         Path(path).unlink(missing_ok=True)  # before the unlock: nobody can lock a file that is gone from the path
         os.close(fd)
+
+
+def is_held(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock now. A run whose run.json says `running` but whose lock nobody
+    holds was killed (kill -9, a power cut, a lost machine): `dlrun runs` lists it as lost."""
+    path = Path(run_dir) / layout.LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: its holder removed it on the way out, or never got to write one
+        return False
+    try:
+        # A shared lock, dropped at once: it only fails while a trainer holds the exclusive one.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+    return False

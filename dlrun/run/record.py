@@ -35,8 +35,9 @@ class Resumption(_Part):
 class RunRecord(_Part):
     """What run.json holds. The status comes first and is written before anything else the run writes."""
 
-    status: Literal["running", "completed", "failed"] | None = None
-    error: str | None = None  # why a failed run failed; "interrupted" for Ctrl-C
+    # "interrupted": stopped by Ctrl-C or SIGTERM, resumable (older runs say "failed" with error "interrupted")
+    status: Literal["running", "completed", "failed", "interrupted"] | None = None
+    error: str | None = None  # why a failed run failed; for an interrupted one, which signal and when
     started: str | None = None  # ISO times, UTC
     ended: str | None = None
     name: str | None = None

@@ -6,6 +6,7 @@ import math
 import re
 import shutil
 import time
+from dataclasses import replace
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from torch import nn
 
 from dlrun.run import layout
 from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_config, write_config
+from dlrun.run.extend import extended_config
+from dlrun.run.interrupts import RunInterrupted
+from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.training.checkpoint import load_weights, resume_point
@@ -140,17 +144,24 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
         raise
 
 
-def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
+def resume(run_dir: Path | str, callbacks: Sequence[Callback] = (), overrides: Sequence[str] = ()) -> Run:
     """Continue an interrupted run in its own directory from checkpoints/last.pt, as if it had never stopped; a run
-    stopped before its first epoch ended starts again from the first, from its saved config."""
+    stopped before its first epoch ended starts again from the first, from its saved config.
+
+    `overrides` may only be `train.epochs=N` (see run/extend.py): the run, finished or not, continues to epoch N and
+    its config.yaml says N from then on."""
     run_dir = Path(run_dir)
     resumable_config(run_dir)
     with hold_run_lock(run_dir):  # before reading anything: another process may be training in it right now
         record = read_record(run_dir)
-        if record.status == "completed":
-            raise RunError(f"{run_dir} has already completed; train a new run (train.init_from can start from its weights)")
+        completed = record.status == "completed"
+        if completed and not overrides:
+            raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N, or "
+                           "train a new run (train.init_from can start from its weights)")
         started = time.perf_counter()
         if not (run_dir / layout.PREPROCESS).is_file():  # stopped before its data was prepared: start again in place
+            if overrides:
+                write_config(run_dir, extended_config(run_dir, overrides, None, completed))
             ready = prepare(resumable_config(run_dir))
             notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
             return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started)
@@ -158,6 +169,10 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = ()) -> Run:
         ready = prepare(saved.cfg, saved.prep)
         last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
         checkpoint = resume_point(last, best, ready.device)
+        if overrides:  # checked against the checkpoint before config.yaml changes: a refused extension changes nothing
+            extended = extended_config(run_dir, overrides, checkpoint, completed)
+            write_config(run_dir, extended)
+            ready = replace(ready, cfg=extended)
         if checkpoint is None:  # no epoch had ended: start again as `train` did
             prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
         else:
@@ -212,11 +227,13 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
     loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
                       Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]
+    stopper = StopOnSignal(run_dir)  # last: it ends the run only after every callback has saved its epoch
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
-            state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
-                        [*loop_callbacks, *callbacks], resume=resume)
+            with stopper.listening():
+                state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                            [*loop_callbacks, *callbacks, stopper], resume=resume)
             trained = time.perf_counter()
             metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test)
             # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
@@ -224,6 +241,8 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
         _record_failure(run_dir, record, exc)
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):  # a second Ctrl-C
+            raise RunInterrupted(run_dir, None, "SIGINT") from None
         raise
     stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
     health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
@@ -242,10 +261,15 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
 
 
 def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
-    """Mark the run failed as far as the disk allows. Never raises: the error that failed the run is the one to report."""
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    """Mark the run failed (or interrupted: Ctrl-C, SIGTERM) as far as the disk allows. Never raises: the error that
+    failed the run is the one to report."""
+    if isinstance(exc, KeyboardInterrupt):
+        stopped = record.updated(status="interrupted", ended=now(), error=str(exc) or "interrupted",
+                                 **({"epochs_run": exc.epoch} if getattr(exc, "epoch", None) is not None else {}))
+    else:
+        stopped = record.updated(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
     with suppress(OSError):
-        write_status(run_dir, record.updated(status="failed", ended=now(), error=reason))
+        write_status(run_dir, stopped)
 
 
 def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:

@@ -237,7 +237,8 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
     except KeyboardInterrupt:
         study.tell(trial, state=TrialState.FAIL)
         lose_trial(study, study._storage.get_trial(trial._trial_id), mark_lost_run(sweep_dir), "interrupted")
-        raise
+        # a plain one: the trial's own resume command (run/interrupts.RunInterrupted) is not how a sweep continues
+        raise KeyboardInterrupt from None
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
