@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import dlrun
+from conftest import FAST, InterruptAfter, merge
+from dlrun.config.load import validate_config
+
 
 class SmallDisks:
     def __init__(self, root: Path):
@@ -28,6 +32,16 @@ class SmallDisks:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount failed'}); needs root, as in CI")
         self.mounted.append(where)
         return where
+
+    def interrupted_run(self, csv: Path, size: str) -> Path:
+        """A regression run on `csv` (target price) stopped by Ctrl-C after epoch 2, copied onto a fresh tmpfs of
+        `size`: a run with something left to resume, report and predict with, on a disk the test then spoils."""
+        cfg = validate_config(merge(FAST, {"name": "houses", "data": {"path": str(csv), "target": "price"},
+                                           "train": {"epochs": 4, "early_stopping": None}}))
+        with pytest.raises(KeyboardInterrupt):
+            dlrun.train(cfg, self.root / "runs", callbacks=[InterruptAfter(2)])
+        interrupted = next((self.root / "runs").iterdir())
+        return Path(shutil.copytree(interrupted, self.mount(size) / interrupted.name))
 
     def read_only(self, where: Path) -> None:
         subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)

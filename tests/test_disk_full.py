@@ -7,15 +7,12 @@ Each test mounts its own small tmpfs (root, as in CI; skipped with the reason el
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-import dlrun
-from conftest import FAST, InterruptAfter, make_regression_frame, merge, run_cli, run_cli_many
-from dlrun.config.load import validate_config
+from conftest import FAST, make_regression_frame, merge, run_cli, run_cli_many
 from dlrun.run.record import RunRecord, write_status
 from small_disk import fill, small_disks  # noqa: F401  (a fixture)
 
@@ -77,13 +74,8 @@ def test_failure_is_recorded_in_place_when_not_even_a_small_file_fits(small_disk
 
 
 def test_report_resume_and_predict_on_a_full_disk_give_the_message(small_disks, tmp_path, houses):
-    cfg = validate_config(merge(FAST, {"name": "houses", "data": {"path": str(houses), "target": "price"},
-                                       "train": {"epochs": 4, "early_stopping": None}}))
-    with pytest.raises(KeyboardInterrupt):
-        dlrun.train(cfg, tmp_path / "runs", callbacks=[InterruptAfter(2)])
-    interrupted = next((tmp_path / "runs").iterdir())
-    disk = small_disks.mount("1m")
-    run_dir = Path(shutil.copytree(interrupted, disk / interrupted.name))
+    run_dir = small_disks.interrupted_run(houses, "1m")
+    disk = run_dir.parent
     fill(disk)
     results = run_cli_many({
         "report": (["report", run_dir], tmp_path),

@@ -19,7 +19,7 @@ import torch
 import yaml
 
 import dlrun
-from conftest import FAST, InterruptAfter, make_classification_frame, make_regression_frame, merge, run_cli, run_cli_many
+from conftest import FAST, make_classification_frame, make_regression_frame, merge, run_cli, run_cli_many
 from dlrun.config.load import validate_config
 from dlrun.core.text import MAX_FILE_NAME_PART as MAX_NAME_CHARS, safe_file_name, safe_terminal_text
 from dlrun.training.callbacks import Callback
@@ -219,13 +219,8 @@ def test_deep_nesting_symlink_loops_and_damaged_run_files_are_messages(finished,
 
 
 def test_read_only_run_directory_is_a_message_for_report_explain_and_resume(small_disks, tmp_path, regression_csv):
-    cfg = validate_config(merge(FAST, {"data": {"path": str(regression_csv), "target": "price"},
-                                       "train": {"epochs": 4, "early_stopping": None}}))
-    with pytest.raises(KeyboardInterrupt):
-        dlrun.train(cfg, tmp_path / "runs", callbacks=[InterruptAfter(2)])
-    interrupted = next((tmp_path / "runs").iterdir())
-    disk = small_disks.mount("2m")
-    run_dir = Path(shutil.copytree(interrupted, disk / interrupted.name))
+    run_dir = small_disks.interrupted_run(regression_csv, "2m")
+    disk = run_dir.parent
     small_disks.read_only(disk)
     results = run_cli_many({"report": (["report", run_dir], tmp_path),
                             "explain": (["explain", "dropout", run_dir], tmp_path),

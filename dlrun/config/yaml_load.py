@@ -51,7 +51,11 @@ def load_yaml(text: str) -> Any:
     if len(text) > MAX_TEXT_CHARS:
         raise YamlLimitError(f"{len(text):,} characters is more than a config may hold ({MAX_TEXT_CHARS:,})")
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass: no python tags)
+        loader = _StrictLoader(text)  # a SafeLoader: plain data only, never python tags
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except RecursionError:
         raise YamlLimitError(f"nested more than {MAX_DEPTH} levels deep") from None
     check_size(data)
