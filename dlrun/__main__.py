@@ -1,3 +1,3 @@
-from dlrun.cli.commands import main
+from dlrun.cli import main
 
 main()

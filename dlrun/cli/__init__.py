@@ -1,5 +1,10 @@
-"""The command line: a thin shell over the library (commands.py holds the commands, render.py the tables)."""
+"""The command line: a thin shell over the library.
 
-from dlrun.cli.commands import app, main
+app.py holds the application object; each command module registers its commands on it when imported here, so any
+import of dlrun.cli sees every command. render.py draws the tables; exits.py maps errors to exit codes.
+"""
 
-__all__ = ["app", "main"]
+from dlrun.cli import commands  # registers train, eval, predict, check, config, report, runs, ...)
+from dlrun.cli.app import app, main
+
+__all__ = ["app", "commands", "main"]

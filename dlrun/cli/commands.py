@@ -6,7 +6,7 @@ Every DlrunError becomes `Error: ...` on stderr and exit status 2, here and nowh
 
 from __future__ import annotations
 
-import sys
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -15,29 +15,12 @@ from rich.console import Console
 from dlrun.core.text import safe_terminal_text as escape  # user text: no rich markup, no raw terminal escapes
 from rich.table import Table
 
-from dlrun import __version__
+from dlrun.cli.app import app
 from dlrun.cli.conventions import DlrunTyper
 from dlrun.cli.exits import guarded
 from dlrun.cli.render import (column_table, metrics_tables, print_row_check, print_sweep, print_trial, print_warning, stderr,
                               summary_table, warn_if_unfinished)
 from dlrun.metrics.names import format_value as _fmt
-
-app = DlrunTyper(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Deep-learning experiments on tables: YAML config in, run directory out.")
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"dlrun {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    """Deep-learning experiments on tables: YAML config in, run directory out."""
-
 
 @app.command()
 def train(
@@ -350,11 +333,3 @@ def sweep_report(
     summary = guarded(lambda: summarise(sweep_dir, storage))
     print_sweep(summary)
     typer.echo(str(summary.sweep_dir))
-
-
-def main() -> None:
-    app(prog_name="dlrun")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
