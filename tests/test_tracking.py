@@ -236,6 +236,7 @@ def test_a_folder_of_plots_goes_to_mlflow_whole(tmp_path):
     tracker.close("completed", {"final/test_rmse": 2.0}, [tmp_path / "metrics.json", tmp_path / "plots"], 1)
     client = _client(store)
     assert {f.path for f in client.list_artifacts(tracker.run_id)} == {"metrics.json", "plots"}
+    assert (tmp_path / "mlartifacts" / tracker.run_id / "artifacts" / "plots" / "loss.png").is_file()  # beside the store
     assert [f.path for f in client.list_artifacts(tracker.run_id, "plots")] == ["plots/loss.png"]
     assert client.get_run(tracker.run_id).data.metrics == {"train_loss": 0.5, "final/test_rmse": 2.0}
 

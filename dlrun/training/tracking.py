@@ -171,7 +171,7 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.create_experiment(self.experiment)
+            return self.client.create_experiment(self.experiment, artifact_location=artefact_folder(self.uri))
         except MlflowException:  # a sweep's other worker created it a moment ago
             found = self.client.get_experiment_by_name(self.experiment)
             if found is None:
@@ -216,6 +216,15 @@ class MlflowTracker:
 
     def abandon(self) -> None:
         pass  # the MLflow run stays as the store last heard of it
+
+
+def artefact_folder(uri: str) -> str | None:
+    """Where a new experiment's files go: for a SQLite store, `mlartifacts/` beside the database file (MLflow's own
+    default is ./mlruns in whatever folder the run was started from); other stores decide for themselves (None)."""
+    if not uri.lower().startswith("sqlite:///"):
+        return None
+    database = Path(uri[len("sqlite:///"):])  # sqlite:////abs/x.db -> /abs/x.db; sqlite:///x.db -> x.db (relative)
+    return (database.resolve().parent / "mlartifacts").as_uri()
 
 
 def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str | int | float | bool]:
