@@ -59,6 +59,13 @@ def test_the_stores_mlflow_knows_are_accepted(uri):
     assert validate_config({"data": DATA, "tracking": {"mlflow": {"uri": uri}}}).tracking.mlflow.uri == uri
 
 
+def test_the_readme_tracking_example_is_a_valid_config():
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("## Watching a run live", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    tracking = validate_config({"data": DATA, **yaml.safe_load(example)}).tracking
+    assert tracking.tensorboard and tracking.mlflow.uri == "sqlite:///mlflow.db"
+
+
 @pytest.mark.parametrize("experiment", ["", "   ", "a\nb", "x" * 201])
 def test_an_unusable_experiment_name_is_refused(experiment):
     with pytest.raises(ConfigError, match="tracking.mlflow.experiment"):
