@@ -23,7 +23,7 @@ from dlrun.core.errors import ConfigError
 from dlrun.training.state import TrainState
 from dlrun.training.tracking import Tracking, flat_params, mlflow_key
 
-from conftest import FAST, REPO, merge
+from conftest import FAST, REPO, InterruptAfter, merge
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -280,3 +280,29 @@ def test_an_unreachable_mlflow_store_is_a_warning_and_the_run_completes(tracked_
     (warning,) = [w for w in record["warnings"] if "MLflow" in w]
     assert warning.startswith("MLflow tracking stopped at start (") and warning.endswith("the run went on without it")
     assert [s.step for s in _events(run_dir).Scalars("val_loss")] == [1, 2]  # TensorBoard carried on
+
+
+def test_a_missing_tracker_package_is_a_warning_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    tracking = Tracking(validate_config({"data": DATA, "tracking": {"tensorboard": True}}), Path("run"), Path("run/tb"))
+    tracking.on_train_begin(TrainState(model=None, optimizer=None, monitor="val_loss", maximise=False))
+    assert not tracking.backends
+    assert tracking.warnings == ["TensorBoard tracking stopped at start (ModuleNotFoundError: torch.utils.tensorboard is "
+                                 "not installed: pip install 'dlrun[track]'); the run went on without it"]
+
+
+def test_an_interrupted_run_marks_its_mlflow_run_killed_and_its_resume_finishes_it(tmp_path):
+    from dlrun.run.runner import resume, train
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = validate_config(merge(FAST, {"data": DATA, "train": {"epochs": 3, "early_stopping": None},
+                                       "tracking": {"mlflow": {"uri": store}}}))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "runs", callbacks=[InterruptAfter(2)])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run_id = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow_run_id"]
+    client = _client(store)
+    assert client.get_run(run_id).info.status == "KILLED"
+    resume(run_dir)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")] == [1, 2, 3]

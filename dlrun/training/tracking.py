@@ -76,6 +76,8 @@ class Tracking(Callback):
             call()
         except Exception as exc:  # any failure of a tracker, its store or its disk: never the run's
             message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            if isinstance(exc, ImportError):
+                message = f"{exc.name or message} is not installed: pip install 'dlrun[track]'"
             self.warnings.append(f"{backend.name} tracking stopped at {moment} ({type(exc).__name__}: {message}); "
                                  "the run went on without it")
             self.backends.remove(backend)
