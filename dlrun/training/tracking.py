@@ -115,6 +115,8 @@ class TensorBoardTracker:
             self.writer.flush()
 
     def close(self, status: str, final: dict[str, float], files: list[Path], last_epoch: int) -> None:
+        if self.writer is None:  # the run failed before training began: no event file was started
+            return
         if status == "completed" and final:
             from torch.utils.tensorboard.summary import hparams
 
