@@ -139,18 +139,25 @@ def _dlrun(args: list[str], cwd: Path, kill_at: str | None = None) -> subprocess
 
 
 @pytest.fixture(scope="module")
-def tracked_runs(tmp_path_factory) -> dict:
-    """Three runs trained side by side: "both" (TensorBoard and MLflow, with its report), "killed" (SIGKILL right
-    after epoch 2's last.pt, before its tracking; then resumed) and "unreachable" (an MLflow store in a missing
-    folder, TensorBoard on)."""
+def store(tmp_path_factory) -> str:
+    """One SQLite store for the module, its tables made here: creating a store costs seconds, and processes creating
+    one at the same moment race in MLflow's migrations. Each test logs to an experiment of its own."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    _client(uri).search_experiments()
+    return uri
+
+
+@pytest.fixture(scope="module")
+def tracked_runs(tmp_path_factory, store) -> dict:
+    """Three runs trained side by side: "both" (TensorBoard and MLflow), "killed" (SIGKILL right
+    after epoch 2's last.pt, before its tracking; then resumed) and "unreachable" (an MLflow store under a
+    file, TensorBoard on)."""
     root = tmp_path_factory.mktemp("tracked")
-    # One store per run: processes creating one new SQLite store at the same moment race in MLflow's migrations.
-    stores = {name: f"sqlite:///{root / name}.db" for name in ("both", "killed")}
     specs = {
         "both": ({"train": {"epochs": 3},
-                  "tracking": {"tensorboard": True, "mlflow": {"uri": stores["both"], "experiment": "both"}}}, None),
+                  "tracking": {"tensorboard": True, "mlflow": {"uri": store, "experiment": "both"}}}, None),
         "killed": ({"train": {"epochs": 4, "early_stopping": None},
-                    "tracking": {"tensorboard": True, "mlflow": {"uri": stores["killed"], "experiment": "killed"}}},
+                    "tracking": {"tensorboard": True, "mlflow": {"uri": store, "experiment": "killed"}}},
                    "last.pt:after:2"),
         # a "folder" that is a file: the store can be neither opened nor created
         "unreachable": ({"train": {"epochs": 2}, "tracking": {
@@ -169,7 +176,7 @@ def tracked_runs(tmp_path_factory) -> dict:
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     killed_record = json.loads((run_dirs["killed"] / "run.json").read_text())
     results["resumed"] = _dlrun(["train", "--resume", str(run_dirs["killed"])], root)
-    return {"root": root, "stores": stores, "results": results, "run_dirs": run_dirs, "killed_record": killed_record}
+    return {"root": root, "results": results, "run_dirs": run_dirs, "killed_record": killed_record}
 
 
 def _events(run_dir: Path):
@@ -210,9 +217,9 @@ def test_tensorboard_gets_every_metrics_csv_column_per_epoch_and_the_config_as_h
 
 
 @pytest.mark.slow
-def test_mlflow_gets_params_metrics_per_epoch_and_the_run_files(tracked_runs):
+def test_mlflow_gets_params_metrics_per_epoch_and_the_run_files(tracked_runs, store):
     run_dir = tracked_runs["run_dirs"]["both"]
-    client = _client(tracked_runs["stores"]["both"])
+    client = _client(store)
     run_id = json.loads((run_dir / "run.json").read_text())["tracking"]["mlflow_run_id"]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == run_dir.name
@@ -230,32 +237,31 @@ def test_mlflow_gets_params_metrics_per_epoch_and_the_run_files(tracked_runs):
     assert files == {"config.yaml", "metrics.csv", "metrics.json"}  # report: false, so no report.html nor plots/
 
 
-def test_a_folder_of_plots_goes_to_mlflow_whole(tmp_path):
+def test_a_folder_of_plots_goes_to_mlflow_whole(tmp_path, store):
     from dlrun.training.tracking import MlflowTracker
 
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "loss.png").write_bytes(b"png")
     (tmp_path / "metrics.json").write_text("{}")
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(store, "plots", tmp_path / "run", {"seed": 0}, None)
     tracker.open()
     tracker.begin([{"epoch": 1, "train_loss": 0.5}])
     tracker.close("completed", {"final/test_rmse": 2.0}, [tmp_path / "metrics.json", tmp_path / "plots"], 1)
     client = _client(store)
     assert {f.path for f in client.list_artifacts(tracker.run_id)} == {"metrics.json", "plots"}
-    assert (tmp_path / "mlartifacts" / tracker.run_id / "artifacts" / "plots" / "loss.png").is_file()  # beside the store
+    assert (Path(store[len("sqlite:///"):]).parent / "mlartifacts" / tracker.run_id / "artifacts" / "plots" / "loss.png").is_file()  # beside the store
     assert [f.path for f in client.list_artifacts(tracker.run_id, "plots")] == ["plots/loss.png"]
     assert client.get_run(tracker.run_id).data.metrics == {"train_loss": 0.5, "final/test_rmse": 2.0}
 
 
 @pytest.mark.slow
-def test_a_resumed_run_continues_its_mlflow_run_and_event_files_without_repeating_an_epoch(tracked_runs):
+def test_a_resumed_run_continues_its_mlflow_run_and_event_files_without_repeating_an_epoch(tracked_runs, store):
     resumed, run_dir = tracked_runs["results"]["resumed"], tracked_runs["run_dirs"]["killed"]
     assert resumed.returncode == 0, resumed.stderr
     run_id = tracked_runs["killed_record"]["tracking"]["mlflow_run_id"]  # written before the first epoch
     record = json.loads((run_dir / "run.json").read_text())
     assert record["tracking"]["mlflow_run_id"] == run_id and record["resumed"][0]["after_epoch"] == 2
-    client = _client(tracked_runs["stores"]["killed"])
+    client = _client(store)
     (experiment,) = [e for e in client.search_experiments() if e.name == "killed"]
     assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [run_id]  # no second MLflow run
     history = pd.read_csv(run_dir / "metrics.csv")
@@ -291,12 +297,11 @@ def test_a_missing_tracker_package_is_a_warning_naming_the_extra(monkeypatch):
                                  "not installed: pip install 'dlrun[track]'); the run went on without it"]
 
 
-def test_an_interrupted_run_marks_its_mlflow_run_killed_and_its_resume_finishes_it(tmp_path):
+def test_an_interrupted_run_marks_its_mlflow_run_killed_and_its_resume_finishes_it(tmp_path, store):
     from dlrun.run.runner import resume, train
 
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = validate_config(merge(FAST, {"data": DATA, "train": {"epochs": 3, "early_stopping": None},
-                                       "tracking": {"mlflow": {"uri": store}}}))
+                                       "tracking": {"mlflow": {"uri": store, "experiment": "interrupted"}}}))
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "runs", callbacks=[InterruptAfter(2)])
     (run_dir,) = (tmp_path / "runs").iterdir()
