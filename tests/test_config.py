@@ -279,9 +279,10 @@ def test_describe_schema_covers_every_key():
     rows = describe_schema()
     described = [key for key, _, _ in rows]
     assert len(described) == len(set(described))
-    # the optional search section is filled in, its one searched key standing for any (`<key>`)
+    # the optional sections are filled in (search, tracking.mlflow), one searched key standing for any (`<key>`)
     search = {"space": {"lr": {"uniform": [0.1, 0.2]}}}
-    dumped = leaf_keys(validate_config({"data": ANIMALS, "search": search}).model_dump())
+    tracking = {"mlflow": {"uri": "sqlite:///mlflow.db"}}
+    dumped = leaf_keys(validate_config({"data": ANIMALS, "search": search, "tracking": tracking}).model_dump())
     assert set(described) == {key.replace("search.space.lr.", "search.space.<key>.") for key in dumped}
 
 

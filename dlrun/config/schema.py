@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dlrun.config import walk
 from dlrun.config.search import SearchConfig
+from dlrun.config.tracking import TrackingConfig
 
 BUILTIN_DATASETS = ("animals", "salary", "synthetic")
 Task = Literal["classification", "regression"]
@@ -302,6 +303,7 @@ class Config(_Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Training-split-only data augmentation.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="How the learning rate changes per epoch.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, early stopping, loss and regularisation.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Live tracking in TensorBoard or MLflow (off by default).")
     search: Optional[SearchConfig] = Field(
         None, description="What `dlrun sweep` searches; training ignores it, and trial configs leave it out."
     )

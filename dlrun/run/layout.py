@@ -21,6 +21,7 @@ LOCK = "run.lock"  # held by the process training in the directory; gone when it
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"  # every epoch: everything `--resume` needs
 BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"  # the weights `eval` and `predict` serve
+TENSORBOARD = "tensorboard"  # event files, with tracking.tensorboard on
 PLOTS = "plots"
 DROPOUT_PLOT = f"{PLOTS}/dropout.png"  # drawn on request by `dlrun explain dropout`
 

@@ -32,6 +32,11 @@ class Resumption(_Part):
     after_epoch: int  # the epoch last.pt held when the run resumed (0: it restarted from the first epoch)
 
 
+class Tracked(_Part):
+    mlflow_run_id: str | None = None  # the MLflow run this run logs to; a resumed run continues it
+    tensorboard: str | None = None  # the event files' folder, relative to the run directory
+
+
 class RunRecord(_Part):
     """What run.json holds. The status comes first and is written before anything else the run writes."""
 
@@ -61,6 +66,7 @@ class RunRecord(_Part):
     warnings: list[str] = []  # training-health warnings, plots or report that failed
     overfitting: dict[str, Any] | None = None  # {"epoch": where validation loss began rising, "message": ...}
     sweep: dict[str, Any] | None = None  # the sweep, trial and parameters a trial's run belongs to
+    tracking: Tracked | None = None  # where the run is tracked live (config's tracking section); older runs lack it
 
     def updated(self, **changes: Any) -> "RunRecord":
         """A copy with `changes` applied and checked (a record is never edited in place)."""

@@ -24,6 +24,7 @@ from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
+from dlrun.run.tracked import finish_tracking, start_tracking
 from dlrun.training.checkpoint import load_weights, resume_point
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
@@ -220,13 +221,15 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
     record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason})
+    tracking, record = start_tracking(cfg, run_dir, record)  # None unless the config's tracking section asks
     write_record(run_dir, record)
     rows = ready.splits["train"]
     diagnostics = Diagnostics(run_dir / layout.DIAGNOSTICS, rows.X, rows.y, ready.splits["val"].X,
                               Criterion(ready.prep, cfg.train, rows.y), seed=cfg.seed)
     # Diagnostics before Checkpoints: last.pt then holds this epoch's diagnostics for a resumed run.
     loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
-                      Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]
+                      Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT),
+                      *([tracking] if tracking else [])]  # after Checkpoints: an epoch is tracked once last.pt holds it
     stopper = StopOnSignal(run_dir)  # last: it ends the run only after every callback has saved its epoch
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
@@ -240,6 +243,7 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
             seconds = {**record.seconds, "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:  # an out-of-memory ConfigError is recorded here too
+        finish_tracking(tracking, run_dir, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         _record_failure(run_dir, record, exc)
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):  # a second Ctrl-C
             raise RunInterrupted(run_dir, None, "SIGINT") from None
@@ -255,6 +259,7 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     published = time.perf_counter()
     warnings = health + ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
     seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
+    warnings += finish_tracking(tracking, run_dir, "completed", metrics, state.epoch)
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                record.notes, warnings)
