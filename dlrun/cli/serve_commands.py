@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,3 +30,22 @@ def export(
     stderr.print(escape(f"{result.n_inputs} inputs, {len(result.outputs)} outputs; sidecar {result.sidecar}"),
                  highlight=False, soft_wrap=True)
     typer.echo(str(result.model))
+
+
+@app.command()
+def serve(
+    run: Path = typer.Argument(..., help="A run directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 opens it to the network)."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on; 0 picks a free one."),
+    max_rows: int = typer.Option(1000, "--max-rows", help="Most rows one /predict request may hold."),
+) -> None:
+    """Serve the run over HTTP: POST /predict, GET /schema, GET /health, a form at / and API docs at /docs. Prints
+    `listening on URL` on stdout once requests are answered; Ctrl-C stops it."""
+    from dlrun.serve.server import serve as serve_run
+
+    guarded(lambda: serve_run(run, host, port, max_rows, on_ready=_announce))
+
+
+def _announce(url: str) -> None:
+    typer.echo(f"listening on {url}")
+    sys.stdout.flush()  # a pipe buffers: whoever waits for the line must get it now
