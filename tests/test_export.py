@@ -161,3 +161,29 @@ def test_export_command_writes_model_and_sidecar(finished_runs, tmp_path):
     assert sidecar["outputs"] == ["species_pred", "species_proba_bird", "species_proba_cat", "species_proba_dog"]
     bad = run_cli("export", finished_runs["classification"], "--format", "torchscript")
     assert bad.returncode == 2 and "Error: --format must be one of onnx, got 'torchscript'" in bad.stderr
+
+
+def test_readme_snippet_predicts_a_csv_with_onnxruntime_and_no_torch(finished_runs, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO, make_regression_frame
+    from dlrun.export.run_export import export_run
+    from dlrun.inference.batch import predict
+
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("<!-- readme-onnx-snippet -->")[1].split("```python")[1].split("```")[0]
+    export_run(finished_runs["regression"], tmp_path / "model.onnx")
+    rows = make_regression_frame(45, seed=5).drop(columns="price")  # with empty sizes and cities
+    rows.loc[2, "city"] = "Brest"  # never seen
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    # None in sys.modules makes `import torch` (and `import dlrun`) raise ImportError in the snippet's process
+    blocked = "import sys\nsys.modules.update(torch=None, dlrun=None)\n"
+    result = subprocess.run([sys.executable, "-c", blocked + snippet], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    predict(finished_runs["regression"], tmp_path / "new.csv", tmp_path / "by_dlrun.csv")
+    by_onnx, by_dlrun = pd.read_csv(tmp_path / "new_predictions.csv"), pd.read_csv(tmp_path / "by_dlrun.csv")
+    assert list(by_onnx.columns) == list(by_dlrun.columns) == ["size", "rooms", "city", "price_pred"]
+    assert json.loads((tmp_path / "model.json").read_text())["targets"] == [{"name": "price", "task": "regression", "unit": "euros"}]
+    np.testing.assert_allclose(by_onnx["price_pred"], by_dlrun["price_pred"], rtol=1e-5)
