@@ -52,7 +52,8 @@ def test_imports_point_down_the_pipeline_only():
 
 
 def test_scoring_and_predicting_never_import_the_training_loop():
-    for module in ("dlrun.inference.batch", "dlrun.run.directory", "dlrun.run.outputs"):
+    for module in ("dlrun.inference.batch", "dlrun.run.directory", "dlrun.run.outputs", "dlrun.export.onnx_model",
+                   "dlrun.serve.app"):
         assert not any(t.startswith("dlrun.training.loop") for _, t in imports_of(modules()[module])), module
 
 

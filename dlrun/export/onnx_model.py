@@ -25,6 +25,7 @@ from onnx import TensorProto, helper
 from dlrun.core.errors import DataError
 from dlrun.data.cells import TEXT_MISSING
 from dlrun.data.preprocess import Preprocessor
+from dlrun.data.scaling import _CLIP_UNIFORM  # the uniform level's bounds before the normal quantile
 from dlrun.export.graph import ML_DOMAIN, GraphBuilder
 from dlrun.run.outputs import pred_column, proba_column
 
@@ -85,8 +86,6 @@ def _scaled(b: GraphBuilder, filled: str, state: dict[str, Any]) -> str:
     if "quantiles" in state:
         quantiles = state["quantiles"]
         uniform = b.interp(filled, quantiles, np.linspace(0.0, 1.0, len(quantiles)).tolist(), ties_to_middle=True)
-        from dlrun.data.scaling import _CLIP_UNIFORM
-
         clipped = b.op("Min", b.op("Max", uniform, b.const(_CLIP_UNIFORM)), b.const(1 - _CLIP_UNIFORM))
         return b.normal_ppf(clipped)
     scaled = b.op("Div", b.op("Sub", filled, b.const(state["center"])), b.const(state["scale"]))
