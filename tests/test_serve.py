@@ -152,3 +152,17 @@ def test_the_form_page_predicts_in_chromium(server):
     assert heading == f"species: {predicted['species_pred']}"
     assert [p.split("\t") for p in probabilities] == [
         [label, f"{predicted[f'species_proba_{label}']:.4f}"] for label in ("bird", "cat", "dog")]
+
+
+def test_the_form_page_escapes_column_names_and_categories():
+    from dlrun.serve.page import form_page
+
+    hostile = '</script><img src=x onerror=alert(1)>'
+    schema = {"run": "r<b>", "max_rows": 5, "outputs": [],
+              "features": [{"name": hostile, "kind": "category", "role": "category", "categories": ['"><b>x', "ok"]},
+                           {"name": "n", "kind": "number", "role": "numeric", "min": 0.0, "max": 1.0}],
+              "targets": [{"name": "t<i>", "task": "classification", "classes": ["a</script>"]}]}
+    page = form_page(schema)
+    assert hostile not in page and '"><b>x' not in page and "r<b>" not in page and "t<i>" not in page
+    assert page.count("</script>") == 2  # the schema's and the code's: the JSON inside cannot end its element
+    assert 'data-column="&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"' in page

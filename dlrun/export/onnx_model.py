@@ -196,8 +196,15 @@ def _label_table(classes: list) -> tuple[int, list, Any]:
     return TensorProto.STRING, [str(c) for c in classes], str
 
 
+INTERNAL_PREFIXES = ("pre/", "post/", "net/", "dlrun/")  # the graph's own tensor names start so
+
+
 def require_exportable(prep: Preprocessor) -> None:
-    """Feature names must be unique graph input names; the rest of a fitted run always exports."""
+    """Column names must be usable as graph input and output names; the rest of a fitted run always exports."""
     names = prep.features + [pred_column(t) for t in prep.targets]
     if len(set(names)) != len(names):
         raise DataError("a feature column has the name of a prediction column; rename it to export the run")
+    internal = [name for name in names if name.startswith(INTERNAL_PREFIXES)]
+    if internal:
+        raise DataError(f"column {internal[0]!r} starts like the ONNX graph's own names "
+                        f"({', '.join(INTERNAL_PREFIXES)}); rename it to export the run")
