@@ -65,7 +65,9 @@ def test_predict_equals_dlrun_predict_and_warns_as_it_does(server, finished_runs
     rows = make_classification_frame(6, seed=3).drop(columns="species")
     rows.loc[1, "colour"] = "purple"  # never seen
     rows.loc[2, "x1"] = None
+    rows.loc[3, "x2"] = None
     records = [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in rows.to_dict(orient="records")]
+    records[3]["x2"] = ""  # an empty string is an empty cell, as in a CSV
     status, body = post_rows(server, records)
     assert status == 200, body
     rows.to_csv(tmp_path / "rows.csv", index=False)
@@ -78,6 +80,7 @@ def test_predict_equals_dlrun_predict_and_warns_as_it_does(server, finished_runs
     assert body["warnings"] == result.rows_check.lines()
     assert any("'colour': 1 unseen categories ('purple')" in w for w in body["warnings"])
     assert any("'x1': 1 missing values" in w for w in body["warnings"])
+    assert any("'x2': 1 missing values" in w for w in body["warnings"])
 
 
 BAD_REQUESTS = {

@@ -41,7 +41,9 @@ def request_frame(rows: list[dict[str, Cell]], features: list[str], max_rows: in
             raise DataError(f"row {number} lacks column(s) {', '.join(map(repr, missing))}; every row needs "
                             f"{', '.join(map(repr, features))} (null for a missing value)")
     # object first: pandas then infers each column from its values alone (numbers, text, or a mix for predict to read)
-    frame = pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype=object) for column in features})
+    # "" is an empty cell, missing as in a CSV (where pandas never hands predict an empty string)
+    frame = pd.DataFrame({column: pd.Series([None if row[column] == "" else row[column] for row in rows], dtype=object)
+                          for column in features})
     return frame.infer_objects()
 
 
