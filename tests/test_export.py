@@ -187,3 +187,37 @@ def test_readme_snippet_predicts_a_csv_with_onnxruntime_and_no_torch(finished_ru
     assert list(by_onnx.columns) == list(by_dlrun.columns) == ["size", "rooms", "city", "price_pred"]
     assert json.loads((tmp_path / "model.json").read_text())["targets"] == [{"name": "price", "task": "regression", "unit": "euros"}]
     np.testing.assert_allclose(by_onnx["price_pred"], by_dlrun["price_pred"], rtol=1e-5)
+
+
+# Re-saves a checkpoint with every tensor tagged as stored on cuda:0, as torch.save writes a GPU-trained one.
+AS_IF_FROM_A_GPU = """
+import sys, torch
+from torch.serialization import register_package
+checkpoint = torch.load(sys.argv[1], weights_only=True)
+register_package(0, lambda storage: "cuda:0", lambda storage, location: None)
+torch.save(checkpoint, sys.argv[1])
+"""
+
+
+def test_a_gpu_trained_run_exports_and_serves_on_a_cpu_only_machine(finished_runs, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+
+    from dlrun.export.run_export import export_run
+
+    if torch.cuda.is_available():
+        pytest.skip("a machine with a GPU loads the checkpoint anyway")
+    run_dir = tmp_path / "gpu_run"
+    shutil.copytree(finished_runs["regression"], run_dir)
+    best = run_dir / "checkpoints" / "best.pt"
+    subprocess.run([sys.executable, "-c", AS_IF_FROM_A_GPU, str(best)], check=True, timeout=120)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(best, weights_only=True)  # what a loader without map_location meets
+    assert export_run(run_dir, tmp_path / "model.onnx").model.is_file()
+    pytest.importorskip("fastapi")
+    from dlrun.serve.app import create_app
+
+    assert any(route.path == "/predict" for route in create_app(run_dir).routes)
