@@ -1,4 +1,4 @@
-"""Stage 9, a fitted run -> one ONNX file: raw feature columns in, every `dlrun predict` column out.
+"""A fitted run -> one ONNX file: raw feature columns in, every `dlrun predict` column out.
 
 The graph is three parts joined by name:
   preprocessing (built here with standard and ai.onnx.ml operators, in float64 as the Preprocessor computes):
@@ -20,7 +20,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, checker, helper
 
 from dlrun.core.errors import DataError
 from dlrun.data.cells import TEXT_MISSING
@@ -47,8 +47,6 @@ def build_onnx(prep: Preprocessor, model) -> bytes:
         inputs, outputs, initializer=builder.initializers + list(network.initializer) + post.initializers)
     onnx_model = helper.make_model(graph, ir_version=IR_VERSION, producer_name="dlrun",
                                    opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(ML_DOMAIN, ML_OPSET)])
-    from onnx import checker
-
     checker.check_model(onnx_model)
     return onnx_model.SerializeToString()
 
