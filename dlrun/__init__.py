@@ -19,6 +19,8 @@ _LAZY = {
     "compare_runs": "dlrun.run.listing",
     "explain_activations": "dlrun.probe.explain",
     "explain_dropout": "dlrun.probe.explain",
+    "export_run": "dlrun.export.run_export",  # dlrun export
+    "create_app": "dlrun.serve.app",  # dlrun serve's ASGI app, for uvicorn or any ASGI server
 }
 __all__ = ["__version__", *_LAZY]
 

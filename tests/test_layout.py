@@ -10,7 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "dlrun"
 # The pipeline, lowest first: a folder may import its own modules and those of folders before it, never after.
-STAGES = ["core", "config", "data", "model", "metrics", "training", "run", "inference", "probe", "sweeps", "cli"]
+STAGES = ["core", "config", "data", "model", "metrics", "training", "run", "inference", "export", "serve", "probe", "sweeps",
+          "cli"]
 MAX_LINES = 400
 
 
@@ -51,7 +52,8 @@ def test_imports_point_down_the_pipeline_only():
 
 
 def test_scoring_and_predicting_never_import_the_training_loop():
-    for module in ("dlrun.inference.batch", "dlrun.run.directory", "dlrun.run.outputs"):
+    for module in ("dlrun.inference.batch", "dlrun.run.directory", "dlrun.run.outputs", "dlrun.export.onnx_model",
+                   "dlrun.serve.app"):
         assert not any(t.startswith("dlrun.training.loop") for _, t in imports_of(modules()[module])), module
 
 

@@ -297,6 +297,26 @@ class Preprocessor:
             start += len(state["categories"])
         return blocks
 
+    def numeric_scaling(self, column: str) -> dict[str, Any]:
+        """How a numeric feature becomes its input (a copy): `fill` for a missing cell, then apply_scaler's state
+        (`center` and `scale`, with `clip` for robust and `quantiles` for quantile scaling)."""
+        return {k: v for k, v in self.numeric_[column].items() if k not in ("n_missing", "min", "max")}
+
+    def category_encoding(self, column: str) -> tuple[list[str], str, bool]:
+        """A categorical feature's kept categories (one-hot order; code i + 1 when embedded), the category a missing
+        cell takes, and whether it is embedded instead of one-hot encoded."""
+        state = self.categorical_[column]
+        return list(state["categories"]), state["fill"], bool(state.get("embed"))
+
+    @property
+    def missing_indicator_columns(self) -> list[str]:
+        """Numeric features with a 0/1 "was missing" input, in the order those inputs follow the one-hot blocks."""
+        return list(self.indicators_)
+
+    def target_scaling(self, target: str) -> dict[str, Any]:
+        """A regression target's scaling (a copy): `mean` and `std`, and `quantiles` when quantile-scaled."""
+        return dict(self.targets_[target])
+
     def missing_in_train(self) -> dict[str, int]:
         """{column: empty cells imputed in the training split}, for the columns that had any."""
         return {c: s["n_missing"] for c, s in {**self.numeric_, **self.categorical_}.items() if s["n_missing"]}

@@ -13,7 +13,7 @@ import torch
 
 from dlrun.run import layout
 from dlrun.run.directory import FittedRun, now, open_run
-from dlrun.data.audit import RowCheck, new_row_chunks, require_clean
+from dlrun.data.audit import RowCheck, check_rows, new_row_chunks, require_clean
 from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
@@ -144,6 +144,13 @@ def _kept(chunks: Iterable[tuple[Any, Any, RowCheck]], checks: list[RowCheck]) -
     for chunk in chunks:
         checks.append(chunk[2])
         yield chunk
+
+
+def predict_rows(run: FittedRun, rows: pd.DataFrame) -> tuple[pd.DataFrame, RowCheck]:
+    """Prediction columns for rows already in memory (a request to `dlrun serve`), read and checked as predict reads
+    a CSV's rows: a cell a column's role cannot read is a DataError naming the row (from 1) and column."""
+    cleaned, check = check_rows(run.prep, rows)
+    return _prediction_chunk(run, cleaned), check
 
 
 def _prediction_chunk(run: FittedRun, frame: pd.DataFrame) -> pd.DataFrame:

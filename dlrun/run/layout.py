@@ -17,6 +17,7 @@ PREDICTIONS = "predictions.csv"  # the test split with prediction columns
 DIAGNOSTICS = "diagnostics.csv"  # per layer and epoch: gradient and weight norms, dead units
 REPORT = "report.html"
 EVALUATION = "eval.json"  # what `dlrun eval` writes unless given --output
+ONNX_MODEL = "model.onnx"  # what `dlrun export` writes unless given --output; its sidecar is model.json
 LOCK = "run.lock"  # held by the process training in the directory; gone when it ends
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = f"{CHECKPOINTS}/last.pt"  # every epoch: everything `--resume` needs

@@ -12,6 +12,24 @@ from dlrun.data.preprocess import Preprocessor
 from dlrun.metrics.score import confusion
 
 
+def pred_column(target: str) -> str:
+    return f"{target}_pred"
+
+
+def proba_column(target: str, label: Any) -> str:
+    return f"{target}_proba_{label}"
+
+
+def prediction_columns(prep: Preprocessor) -> list[str]:
+    """The prediction columns in the order prediction_frame writes them."""
+    names = []
+    for target in prep.targets:
+        names.append(pred_column(target))
+        if prep.is_classification(target):
+            names.extend(proba_column(target, label) for label in prep.classes(target))
+    return names
+
+
 def prediction_frame(prep: Preprocessor, outputs: dict[str, torch.Tensor]) -> pd.DataFrame:
     """`<target>_pred` in original units or class names, and `<target>_proba_<class>` per class."""
     columns: dict[str, Any] = {}
@@ -19,11 +37,11 @@ def prediction_frame(prep: Preprocessor, outputs: dict[str, torch.Tensor]) -> pd
         if prep.is_classification(target):
             proba = out.float().softmax(dim=1).cpu().numpy()  # (n_rows, n_classes)
             classes = np.asarray(prep.classes(target), dtype=object)
-            columns[f"{target}_pred"] = classes[proba.argmax(axis=1)]
+            columns[pred_column(target)] = classes[proba.argmax(axis=1)]
             for k, name in enumerate(prep.classes(target)):
-                columns[f"{target}_proba_{name}"] = proba[:, k]
+                columns[proba_column(target, name)] = proba[:, k]
         else:
-            columns[f"{target}_pred"] = prep.to_original_units(target, out.squeeze(1).double().cpu().numpy())
+            columns[pred_column(target)] = prep.to_original_units(target, out.squeeze(1).double().cpu().numpy())
     return pd.DataFrame(columns)
 
 
