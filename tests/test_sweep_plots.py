@@ -81,21 +81,51 @@ def test_importances_name_the_best_trials_values():
     assert texts == [" best: [16, 8]", " best: 0.01"] and "trial 1" in fig.axes[0].get_title()
 
 
-def test_best_config_trains_as_a_normal_run_with_its_report(tmp_path):
-    import dlrun
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """A finished three-trial sweep of SGD's learning rate and momentum, its config asking for reports."""
     from conftest import make_regression_frame, write_config
     from dlrun.config.load import load_config
     from dlrun.sweeps.driver import sweep
 
-    data = tmp_path / "houses.csv"
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "houses.csv"
     make_regression_frame(80).to_csv(data, index=False)
-    config = write_config(tmp_path / "houses.yaml", {"path": str(data), "target": "price"}, name="houses", report=True,
-                          train={"epochs": 2}, search={"space": {"optimizer.lr": {"log_uniform": [1e-3, 1e-1]}},
-                                                       "sampler": "random", "trials": 2})
-    summary = sweep(load_config(config), tmp_path / "runs")
-    trial_dir = summary.sweep_dir / summary.best["run_dir"]
+    space = {"optimizer.lr": {"log_uniform": [1e-3, 1e-1]}, "optimizer.momentum": {"uniform": [0.85, 0.99]}}
+    config = write_config(root / "houses.yaml", {"path": str(data), "target": "price"}, name="houses", report=True,
+                          optimizer={"name": "sgd", "lr": 0.01}, train={"epochs": 2},
+                          search={"space": space, "sampler": "random", "trials": 3})
+    return sweep(load_config(config), root / "runs")
+
+
+def test_best_config_trains_as_a_normal_run_with_its_report(small_sweep, tmp_path):
+    import dlrun
+    from dlrun.config.load import load_config
+
+    trial_dir = small_sweep.sweep_dir / small_sweep.best["run_dir"]
     assert not (trial_dir / "report.html").exists()  # trials skip their plots, as before
-    best = load_config(summary.sweep_dir / "best_config.yaml")
+    best = load_config(small_sweep.sweep_dir / "best_config.yaml")
     assert best.report is True and best.search is None
     run = dlrun.train(best, tmp_path / "again")
     assert (run.run_dir / "report.html").is_file() and (run.run_dir / "plots" / "loss.png").is_file()
+
+
+def test_sweep_report_in_a_pipe_keeps_trial_numbers_objectives_and_parameter_names(small_sweep):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from dlrun.metrics.names import format_value
+
+    env = {**os.environ, "COLUMNS": "80"}  # piped, as in a script or `| less`
+    result = subprocess.run([sys.executable, "-m", "dlrun", "sweep-report", str(small_sweep.sweep_dir)], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text = result.stderr
+    assert "…" not in text and "param:" not in text
+    header = next(line for line in text.splitlines() if "objective" in line and "┃" in line)
+    assert " lr " in header and " momentum " in header
+    rows = [line.split("│") for line in text.splitlines() if line.startswith("│") and "complete" in line]
+    assert [(int(cells[1]), cells[3].strip()) for cells in rows] == [
+        (row.trial, format_value(row.objective)) for row in small_sweep.trials.itertuples()]
