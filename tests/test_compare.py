@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from conftest import REPO
+from test_plots import assert_no_text_overlaps
 from dlrun.cli.compare_table import compare_tables
 from dlrun.metrics.names import format_value
 from dlrun.run.curves import compare_figure, learning_curves
@@ -84,6 +85,7 @@ def test_learning_curves_overlay_loss_and_the_monitored_metric_of_every_run(long
     assert len(loss_ax.get_lines()) == 8
     assert list(loss_ax.get_lines()[1].get_ydata()) == curves[1].values
     assert [text.get_text() for text in fig.legends[0].get_texts()] == [run.name for run in long_runs]
+    assert_no_text_overlaps(fig)
 
 
 def test_plot_path_must_be_a_png(long_runs, tmp_path):

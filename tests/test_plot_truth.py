@@ -15,6 +15,7 @@ import dlrun.run.plots as plots
 from dlrun.config.load import validate_config
 
 from conftest import FAST, make_classification_frame, merge
+from test_plots import assert_no_text_overlaps
 
 
 def test_overlapping_roc_curves_are_shifted_apart_and_listed_by_auc(tmp_path):
@@ -44,6 +45,7 @@ def test_overlapping_roc_curves_are_shifted_apart_and_listed_by_auc(tmp_path):
     assert len({line.get_marker() for line in lines}) == len(lines)
     np.testing.assert_array_equal(lines[5].get_xdata(), curves[5][1])  # a curve of its own is drawn where it is
     assert "shifted" in ax.get_legend().get_title().get_text()
+    assert_no_text_overlaps(fig)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,7 @@ def test_loss_plot_of_a_multi_target_run_draws_each_targets_losses_with_its_weig
     assert drawn["score train (weight 0.5)"] == list(history["train_score_loss"])
     assert drawn["score validation (weight 0.5)"] == list(history["val_score_loss"])
     assert "weighted sum" in total.get_ylabel()
+    assert_no_text_overlaps(fig)
     single = plots.loss_figure(history.drop(columns=[c for c in history if c.endswith(("species_loss", "score_loss"))]),
                                {"species": "classification"}, 2)
     assert len(single.axes) == 1

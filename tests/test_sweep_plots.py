@@ -13,6 +13,7 @@ from optuna.trial import TrialState, create_trial
 from dlrun.config.search import SearchConfig
 from dlrun.sweeps.driver import make_pruner
 from dlrun.sweeps.plots import importances_figure, objective_figure, search_space_figure
+from test_plots import assert_no_text_overlaps
 
 SPACE = {"optimizer.lr": {"log_uniform": [1.0e-4, 1.0e-1]}, "model.hidden": {"choice": [[8], [16, 8]]}}
 GRID = {"optimizer.lr": {"log_uniform": [1.0e-4, 1.0e-1], "grid": [0.001, 0.01]}, "model.hidden": {"choice": [[8], [16, 8]]}}
@@ -60,6 +61,7 @@ def test_search_space_colours_span_the_complete_trials_only_and_mark_the_best(tr
     assert len(pruned.get_offsets()) == 3 and pruned.get_array() is None  # drawn apart, grey, not on the scale
     best = next(c for c in ax.collections if c.get_label() == "best: trial 1")
     assert best.get_offsets()[0][0] == pytest.approx(1e-2)
+    assert_no_text_overlaps(fig)
 
 
 def test_objective_axis_fits_the_complete_trials_and_pruned_ones_sit_on_its_edge(trials):
@@ -72,6 +74,7 @@ def test_objective_axis_fits_the_complete_trials_and_pruned_ones_sit_on_its_edge
     assert list(series["pruned, above the axis"][:, 0]) == [2, 4] and set(series["pruned, above the axis"][:, 1]) == {high}
     assert list(series["pruned, below the axis"][:, 0]) == [6] and set(series["pruned, below the axis"][:, 1]) == {low}
     assert series["best: trial 1"].tolist() == [[1, 1.0]]
+    assert_no_text_overlaps(fig)
 
 
 def test_importances_name_the_best_trials_values():
@@ -79,6 +82,7 @@ def test_importances_name_the_best_trials_values():
                              {"optimizer.lr": 0.01, "model.hidden": "[16, 8]"})
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == [" best: [16, 8]", " best: 0.01"] and "trial 1" in fig.axes[0].get_title()
+    assert_no_text_overlaps(fig)
 
 
 @pytest.fixture(scope="module")

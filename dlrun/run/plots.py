@@ -108,8 +108,8 @@ def loss_figure(history: pd.DataFrame, tasks: dict[str, str], best_epoch: int | 
     _mark_best(ax, best_epoch)
     ax.set_xlabel("epoch")
     kinds = sorted({LOSS_NAMES[task] for task in tasks.values()})
-    weighted = "weighted sum: " if per_target else ""
-    ax.set_ylabel(f"loss ({weighted}{' + '.join(kinds)})" if kinds else "loss")
+    # several targets: each one's kind of loss is in the right panel's legend; this axis is their weighted sum
+    ax.set_ylabel("loss (weighted sum over targets)" if per_target else f"loss ({' + '.join(kinds)})" if kinds else "loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     lines = ax.get_legend_handles_labels()[0]
