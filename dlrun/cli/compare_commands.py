@@ -44,6 +44,10 @@ def compare(
 
     from dlrun.run.listing import compare_runs
 
+    if plot is not None:
+        from dlrun.run.curves import check_plot_path
+
+        guarded(lambda: check_plot_path(plot))  # before any table: a misplaced --plot is said at once
     result = guarded(lambda: compare_runs(run_dirs))
     if as_json:
         typer.echo(json.dumps({"runs": [row.id for row in result.runs], "config": dict(result.config),

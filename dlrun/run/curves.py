@@ -75,11 +75,17 @@ def compare_figure(curves: list[Curve]) -> Figure:
     return fig
 
 
-def plot_comparison(run_dirs: list[Path | str], path: Path | str) -> Path:
-    """Draw the learning curves of `run_dirs` into the PNG `path`; returns it."""
+def check_plot_path(path: Path | str) -> Path:
+    """`--plot PATH` must name a PNG: `compare --plot RUN_A RUN_B` would otherwise take RUN_A for the picture."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ConfigError(f"--plot: {str(path)!r} must be a .png file (put --plot after the run directories, or give "
                           "it a path such as compare.png)")
+    return path
+
+
+def plot_comparison(run_dirs: list[Path | str], path: Path | str) -> Path:
+    """Draw the learning curves of `run_dirs` into the PNG `path`; returns it."""
+    path = check_plot_path(path)
     save_figure(compare_figure(learning_curves(run_dirs)), path)
     return path
