@@ -94,3 +94,14 @@ def test_plot_path_must_be_a_png(long_runs, tmp_path):
 
     with pytest.raises(ConfigError, match="must be a .png"):
         plot_comparison(long_runs[:2], long_runs[2])  # `--plot RUN` took a run directory as its path
+
+
+def test_runs_that_do_not_fit_side_by_side_spread_over_several_tables(long_runs):
+    comparison = compare_runs(long_runs * 3)  # twelve columns of values cannot share 80 characters
+    legend, tables = compare_tables(comparison, 80)
+    text = render(tables, 80)
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert len(tables) > 2 and len(legend) == 12
+    headers = [column.header for table in tables[-(len(tables) // 2):] for column in table.columns[1:]]
+    assert headers == [f"run {n}" for n in range(1, 13)]  # every run once among the metrics tables, in order
+    assert all(table.columns[0].header in ("config key", "metric") for table in tables)

@@ -31,7 +31,8 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "-"
     if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 and not isinstance(value, bool) else _fmt(value)
+        # an integer key (batch_size) reads back as a float in a column that also holds missing values
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else _fmt(value)
     return str(value)
 
 
