@@ -54,10 +54,6 @@ class Criterion:
             return {}
         return {f"{split}_{target}_loss": term / weight for (target, _, weight, _), term in zip(self.parts, terms)}
 
-    @property
-    def weights(self) -> dict[str, float]:
-        return {target: weight for target, _, weight, _ in self.parts}
-
 
 def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """n_rows / (n_classes * rows of the class), as scikit-learn's 'balanced'; an absent class gets weight 0."""
