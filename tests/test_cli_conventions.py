@@ -102,7 +102,7 @@ def test_config_markdown_lists_allowed_values_of_every_enumerated_key():
 def test_config_table_lists_allowed_values():
     result = run_cli("config")  # COLUMNS=200: the meaning column does not wrap
     assert result.returncode == 0
-    assert "Allowed: none, median, successive_halving." in result.stdout
+    assert "Allowed: auto, none, median, successive_halving." in result.stdout
 
 
 def test_walk_finds_keys_by_last_part_and_literal_values():

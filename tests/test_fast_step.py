@@ -59,7 +59,7 @@ def _trajectory(prepared, heads: str, sections: dict, fast_path: bool, device=CP
     for i in range(N_STEPS):
         rows = slice(i * BATCH, (i + 1) * BATCH)
         loss = step(split.X[rows].to(device), {t: v[rows].to(device) for t, v in split.y.items()})
-        record.append((loss.cpu(), {n: p.grad.cpu().clone() for n, p in model.named_parameters() if p.grad is not None},
+        record.append((torch.stack(loss).cpu(), {n: p.grad.cpu().clone() for n, p in model.named_parameters() if p.grad is not None},
                        {n: p.detach().cpu().clone() for n, p in model.named_parameters()}))
     return record, step
 

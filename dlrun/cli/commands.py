@@ -215,38 +215,6 @@ def runs(
                      highlight=False, soft_wrap=True)
 
 
-@app.command()
-def compare(
-    run_dirs: List[Path] = typer.Argument(..., help="Two or more run directories."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-) -> None:
-    """Config keys that differ between runs, and every metric side by side."""
-    import json
-
-    from dlrun.run.listing import compare_runs, format_duration
-
-    result = guarded(lambda: compare_runs(run_dirs))
-    ids = [row.id for row in result.runs]
-    if as_json:
-        typer.echo(json.dumps({"runs": ids, "config": {key: values for key, values in result.config},
-                               "metrics": {key: values for key, values in result.metrics}}, indent=2))
-        return
-    console = Console()
-    config = Table("config key", *map(escape, ids), title="config differences")
-    for key, values in result.config:
-        config.add_row(escape(key), *(escape(json.dumps(v)) for v in values))
-    if not result.config:
-        config.add_row("(identical configs)", *([""] * len(ids)))
-    console.print(config)
-    metrics = Table("metric", *map(escape, ids), title="metrics")
-    metrics.add_row("status", *(escape(row.status) for row in result.runs))
-    metrics.add_row("epochs", *(str(row.epochs or "-") for row in result.runs))
-    metrics.add_row("duration", *(format_duration(row.duration_s) for row in result.runs))
-    for key, values in result.metrics:
-        metrics.add_row(escape(key), *(_fmt(v) for v in values))
-    console.print(metrics)
-
-
 explain_app = DlrunTyper(no_args_is_help=True, help="Pictures that explain what the network does.")
 app.add_typer(explain_app, name="explain")
 

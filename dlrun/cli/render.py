@@ -79,21 +79,28 @@ def print_trial(result) -> None:
 
 
 def params_text(params: dict) -> str:
-    """A trial's sampled values as `key=value, ...`, floats as in the tables."""
-    return ", ".join(f"{key}={_fmt(value) if isinstance(value, float) else value}" for key, value in params.items())
+    """A trial's sampled values as `key=value, ...` (keys by their last part, as in the trials table), floats as in
+    the tables."""
+    from dlrun.cli.sweep_table import short_names
+
+    names = short_names(list(params))
+    return ", ".join(f"{names[key]}={_fmt(value) if isinstance(value, float) else value}" for key, value in params.items())
 
 
 def print_sweep(summary) -> None:
     states = ", ".join(f"{n} {state}" for state, n in summary.states.items() if n)
     stderr.print(_safe(f"study {summary.study}: {states or 'no trials'} of {summary.budget}; objective "
                        f"{summary.objective} ({summary.direction})"), highlight=False, soft_wrap=True)
-    shown = summary.trials.head(10)
-    if not shown.empty:
-        columns = [c for c in shown.columns if c not in ("run_dir", "note")]
-        table = Table(*map(_safe, columns), title="trials (best first)")
-        for row in shown[columns].itertuples(index=False):
-            table.add_row(*(_safe(_fmt(v) if isinstance(v, float) else str(v)) for v in row))
+    if not summary.trials.empty:
+        from dlrun.cli.sweep_table import trials_table
+
+        table, left_out, n_more = trials_table(summary.trials, stderr.width)
         stderr.print(table)
+        if n_more:
+            stderr.print(f"{n_more} more trials in trials.csv", highlight=False)
+        if left_out:
+            stderr.print(_safe(f"left out to fit {stderr.width} columns: {', '.join(left_out)} (trials.csv has every "
+                               "column)"), highlight=False, soft_wrap=True)
     best = summary.best
     if best is not None:
         stderr.print(_safe(f"best trial {best['trial']}: {summary.objective} {_fmt(best['value'])}; {params_text(best['params'])}"),

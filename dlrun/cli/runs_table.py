@@ -4,20 +4,13 @@ squeezing every cell into `20261…`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
 
-from dlrun.core.text import safe_terminal_text as _safe
+from dlrun.cli.fitted import Column, fitted_table
 from dlrun.metrics.names import format_value as _fmt
 from dlrun.run.listing import FACT_KEYS, RunRow, format_duration, sort_key_value
-
-
-@dataclass(frozen=True)
-class Column:
-    header: str
-    cells: list[str]
 
 
 def runs_columns(rows: list[RunRow], sort: str | None) -> list[tuple[int, Column]]:
@@ -40,26 +33,6 @@ def runs_columns(rows: list[RunRow], sort: str | None) -> list[tuple[int, Column
     return columns
 
 
-def column_width(column: Column) -> int:
-    """Characters a column takes in a rich table with its cells whole: the longest cell, one space each side, a border."""
-    return max(map(len, [column.header, *column.cells])) + 3
-
-
 def runs_table(rows: list[RunRow], sort: str | None, width: int, title: str) -> tuple[Table, list[str]]:
     """The table for a terminal `width` characters wide, and the headers of the columns left out to fit it."""
-    columns = runs_columns(rows, sort)
-    kept = {id(column) for priority, column in columns if priority == 0}
-    used = 1 + sum(column_width(column) for priority, column in columns if priority == 0)  # 1: the left border
-    # by priority, stopping at the first that does not fit: a narrow column never displaces a more useful one
-    for _, column in sorted((item for item in columns if item[0] > 0), key=lambda item: item[0]):
-        if used + column_width(column) > width:
-            break
-        kept.add(id(column))
-        used += column_width(column)
-    shown = [column for _, column in columns if id(column) in kept]
-    table = Table(title=title)
-    for column in shown:
-        table.add_column(_safe(column.header), no_wrap=True)
-    for cells in zip(*(column.cells for column in shown)):
-        table.add_row(*map(_safe, cells))
-    return table, [column.header for _, column in columns if id(column) not in kept]
+    return fitted_table(runs_columns(rows, sort), width, title)

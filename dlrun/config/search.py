@@ -91,7 +91,9 @@ class SearchConfig(_Section):
     sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="tpe | random | grid (grid tries every choice; ranges need grid points).")
     seed: Optional[int] = Field(None, ge=0, le=2**32 - 1, description="Seeds the sampler: the same sweep and seed propose the same trials (default: the config's seed).")
     trials: int = Field(20, ge=1, le=100_000, description="Trials in the whole study, over all workers and machines (grid: the whole grid unless set).")
-    pruner: Literal["none", "median", "successive_halving"] = Field("median", description="Stops hopeless trials from their per-epoch objective: none | median | successive_halving.")
+    pruner: Literal["auto", "none", "median", "successive_halving"] = Field(
+        "auto", description="Stops hopeless trials from their per-epoch objective: auto (median for tpe and random, none "
+                            "for grid: a grid means every point), none, median or successive_halving.")
     prune_warmup_epochs: int = Field(5, ge=0, description="Epochs every trial trains before it may be pruned.")
 
     @model_validator(mode="after")
@@ -101,6 +103,13 @@ class SearchConfig(_Section):
             if pointless:
                 raise ValueError(f"sampler grid needs a choice list or grid points for every key; add grid: [...] to {', '.join(pointless)}")
         return self
+
+    @property
+    def chosen_pruner(self) -> str:
+        """The pruner a sweep uses: a grid search is pruned only when the config names a pruner."""
+        if self.pruner == "auto":
+            return "none" if self.sampler == "grid" else "median"
+        return self.pruner
 
     def grid(self) -> dict[str, list[Any]]:
         """The grid sampler's points per key, as optuna stores them."""

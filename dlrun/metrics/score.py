@@ -106,4 +106,6 @@ def epoch_columns(tasks: dict[str, str]) -> list[str]:
         target: dict.fromkeys(CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS, 0.0)
         for target, task in tasks.items()
     }
-    return ["train_loss", "val_loss", *flatten(per_target, "val")]
+    # a multi-target run also logs each head's own loss (training/losses.Criterion.per_target)
+    losses = [f"{split}_{target}_loss" for target in tasks for split in ("train", "val")] if len(tasks) > 1 else []
+    return ["train_loss", "val_loss", *losses, *flatten(per_target, "val")]

@@ -108,7 +108,7 @@ def check(cfg: Config, steps: int = DEFAULT_STEPS, batch_rows: int | None = None
     with seeded_threads(cfg.seed, threads, device):
         model.train()
         for step in range(1, steps + 1):
-            losses.append(train_step(batch.X, batch.y))
+            losses.append(sum(train_step(batch.X, batch.y)))  # the batch loss: the sum of the targets' terms
             if step % CHECK_EVERY == 0 or step == steps:
                 outputs = forward_split(model, batch.X)
                 loss_end = float(criterion(outputs, batch.y))

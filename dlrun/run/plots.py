@@ -28,6 +28,9 @@ ANNOTATE_MAX_CLASSES = 12
 MAX_TICK_LABELS = 60
 # ROC curves named in the legend, one per class, up to this many classes; beyond it the legend would cover the plot.
 LABELLED_CURVES = 10
+# Curves that would lie on one another are drawn this far apart (in rate units), each with its own marker.
+ROC_OFFSET = 0.012
+ROC_MARKERS = "os^Dv<>pXh"
 LOSS_NAMES = {"classification": "cross-entropy", "regression": "MSE on the scaled target"}
 
 
@@ -39,13 +42,14 @@ class Plots:
     problems: list[str] = field(default_factory=list)
 
 
-def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], best_epoch: int | None) -> Plots:
+def write_plots(run_dir: Path, tasks: dict[str, str], units: dict[str, str], best_epoch: int | None,
+                loss_weights: dict[str, float] | None = None) -> Plots:
     """Draw every plot the run's files allow into run_dir/plots; a plot that fails is reported, the others still drawn."""
     run_dir = Path(run_dir)
     drawings: list[tuple[str, Callable[[], Figure]]] = []  # (path inside the run, drawing)
     history = run_dir / layout.HISTORY  # every file is read inside its drawing: a damaged one costs only its plots
     if history.is_file():
-        drawings.append((layout.plot_file("loss"), lambda: loss_figure(pd.read_csv(history), tasks, best_epoch)))
+        drawings.append((layout.plot_file("loss"), lambda: loss_figure(pd.read_csv(history), tasks, best_epoch, loss_weights)))
         drawings.append((layout.plot_file("val_metrics"), lambda: val_metrics_figure(pd.read_csv(history), units, best_epoch)))
     predictions = run_dir / layout.PREDICTIONS
     for target, task in tasks.items():
@@ -86,35 +90,67 @@ def _mark_best(ax, best_epoch: int | None) -> None:
         ax.axvline(best_epoch, color=BEST_COLOUR, linestyle=":", linewidth=1.5, label=f"best epoch {best_epoch}")
 
 
-def loss_figure(history: pd.DataFrame, tasks: dict[str, str], best_epoch: int | None) -> Figure:
-    """Train and validation loss per epoch, the learning rate on a second axis, the best epoch marked."""
-    fig = new_figure()
-    ax = fig.add_subplot()
+def target_loss_columns(history: pd.DataFrame, tasks: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """{target: (train column, validation column)} of a multi-target run's per-target losses in metrics.csv."""
+    return {target: (f"train_{target}_loss", f"val_{target}_loss") for target in tasks
+            if len(tasks) > 1 and f"train_{target}_loss" in history and f"val_{target}_loss" in history}
+
+
+def loss_figure(history: pd.DataFrame, tasks: dict[str, str], best_epoch: int | None,
+                loss_weights: dict[str, float] | None = None) -> Figure:
+    """Train and validation loss per epoch, the best epoch marked; the learning rate on a second axis when it changes;
+    with several targets, a second panel of each target's own loss with its weight in the total."""
+    per_target = target_loss_columns(history, tasks)
+    fig = new_figure(11 if per_target else 6.4, 4.4 if per_target else 4.0)
+    ax = fig.add_subplot(1, 2 if per_target else 1, 1)
     ax.plot(history["epoch"], history["train_loss"], color=TRAIN_COLOUR, label="train loss")
     ax.plot(history["epoch"], history["val_loss"], color=VAL_COLOUR, label="validation loss")
     _mark_best(ax, best_epoch)
     ax.set_xlabel("epoch")
     kinds = sorted({LOSS_NAMES[task] for task in tasks.values()})
-    ax.set_ylabel(f"loss ({' + '.join(kinds)})" if kinds else "loss")
+    # several targets: each one's kind of loss is in the right panel's legend; this axis is their weighted sum
+    ax.set_ylabel("loss (weighted sum over targets)" if per_target else f"loss ({' + '.join(kinds)})" if kinds else "loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    lr_axis = ax.twinx()
-    lr_axis.plot(history["epoch"], history["lr"], color=LR_COLOUR, linestyle="--", linewidth=1, label="learning rate")
-    lr_axis.set_ylabel("learning rate", color=LR_COLOUR)
-    lr_axis.tick_params(axis="y", colors=LR_COLOUR)
-    lr_axis.set_ylim(0, history["lr"].max() * 1.1)  # from zero, so a constant rate reads as one, not as noise
-    lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-    lines = ax.get_legend_handles_labels()[0] + lr_axis.get_legend_handles_labels()[0]
+    lines = ax.get_legend_handles_labels()[0]
+    rates = history["lr"].dropna().unique()
+    if len(rates) > 1:  # a constant rate would only take an axis to draw a flat line with an offset label
+        lr_axis = ax.twinx()
+        lr_axis.plot(history["epoch"], history["lr"], color=LR_COLOUR, linestyle="--", linewidth=1, label="learning rate")
+        lr_axis.set_ylabel("learning rate", color=LR_COLOUR)
+        lr_axis.tick_params(axis="y", colors=LR_COLOUR)
+        lr_axis.set_ylim(0, history["lr"].max() * 1.1)
+        lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        lines += lr_axis.get_legend_handles_labels()[0]
     # below the axes: a legend inside would hide some curve on some run
     ax.legend(lines, [line.get_label() for line in lines], loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              ncol=len(lines), fontsize="small")
-    ax.set_title("Loss per epoch")
+              ncol=min(len(lines), 2 if per_target else 4), fontsize="small")
+    ax.set_title("Loss per epoch" + (f" (learning rate {rates[0]:.3g} throughout)" if len(rates) == 1 else ""))
+    if per_target:
+        _target_losses(fig.add_subplot(1, 2, 2), history, per_target, loss_weights or {}, best_epoch)
     return fig
+
+
+def _target_losses(ax, history: pd.DataFrame, columns: dict[str, tuple[str, str]], weights: dict[str, float],
+                   best_epoch: int | None) -> None:
+    """Each target's own loss (train dashed, validation solid), its weight in the legend."""
+    for n, (target, (train, val)) in enumerate(columns.items()):
+        colour = f"C{(n + 2) % 10}"  # C0 and C1 are the total's train and validation colours
+        weight = f"weight {weights.get(target, 1.0):g}"
+        ax.plot(history["epoch"], history[train], color=colour, linestyle="--", label=f"{target} train ({weight})")
+        ax.plot(history["epoch"], history[val], color=colour, label=f"{target} validation ({weight})")
+    _mark_best(ax, best_epoch)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss of the target")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small")
+    ax.set_title("Loss per target (total = sum of weight x loss)")
 
 
 def val_metrics_figure(history: pd.DataFrame, units: dict[str, str], best_epoch: int | None) -> Figure:
     """One small panel per validation metric recorded each epoch."""
-    columns = [c for c in history.columns if c.startswith("val_") and c != "val_loss"]
+    columns = [c for c in history.columns if c.startswith("val_") and not c.endswith("_loss")]  # losses: loss.png
     n_cols = min(3, max(len(columns), 1))
     n_rows = max(1, -(-len(columns) // n_cols))
     fig = new_figure(3.6 * n_cols, 2.8 * n_rows)
@@ -194,11 +230,8 @@ def roc_points(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np
     return fpr, tpr, area
 
 
-def roc_figure(predictions_csv: Path, target: str, classes) -> Figure:
-    """One-vs-rest ROC curve of every class on the test split (classes absent from it are named, not drawn).
-
-    Past LABELLED_CURVES classes a legend entry per class would cover the plot: every curve is drawn faintly and only
-    the classes with the highest and lowest AUC are coloured and named."""
+def roc_curves(predictions_csv: Path, target: str, classes) -> tuple[list[tuple[str, np.ndarray, np.ndarray, float]], list[str]]:
+    """(class, fpr, tpr, AUC) of every class with test rows of both kinds, highest AUC first; and the classes left out."""
     rows = pd.read_csv(predictions_csv, dtype={target: str})
     truth = rows[target].to_numpy()
     curves, skipped = [], []
@@ -209,29 +242,55 @@ def roc_figure(predictions_csv: Path, target: str, classes) -> Figure:
             skipped.append(str(name))
             continue
         curves.append((str(name), *roc_points(rows[column].to_numpy(dtype=float), positive)))
+    return sorted(curves, key=lambda curve: -curve[3]), skipped  # stable: equal AUCs keep the classes' order
+
+
+def overlap_offsets(curves: list[tuple[str, np.ndarray, np.ndarray, float]]) -> list[int]:
+    """How many steps of ROC_OFFSET each curve is drawn away from its true place: the number of curves before it that
+    it would lie on (TPR within 0.01 of each other at every false positive rate), so a curve of its own is drawn
+    exactly and five classes with AUC 1.000 show as five visible lines, not one."""
+    grid = np.linspace(0, 1, 201)
+    # the upper envelope at each rate: the vertical steps of a ROC curve are where curves typically coincide
+    shapes = [np.interp(grid, fpr, tpr, right=1.0) for _, fpr, tpr, _ in curves]
+    return [sum(np.abs(shapes[i] - shapes[j]).max() < 0.01 for j in range(i)) for i in range(len(curves))]
+
+
+def roc_figure(predictions_csv: Path, target: str, classes) -> Figure:
+    """One-vs-rest ROC curve of every class on the test split (classes absent from it are named, not drawn); the
+    legend lists them by AUC, highest first. Curves that would lie on one another are shifted apart by a small
+    offset (said in the legend) and each has its own marker, so none hides under another or under the axis.
+
+    Past LABELLED_CURVES classes a legend entry per class would cover the plot: every curve is drawn faintly and only
+    the classes with the highest and lowest AUC are coloured and named."""
+    curves, skipped = roc_curves(predictions_csv, target, classes)
     fig = new_figure(7.6, 5.0)
     ax = fig.add_subplot()
     labelled = curves
     if len(curves) > LABELLED_CURVES:
-        by_auc = sorted(curves, key=lambda curve: -curve[3])
-        labelled = [*by_auc[:3], *by_auc[-3:]]
+        labelled = [*curves[:3], *curves[-3:]]
     if len(labelled) < len(curves):
         for _, fpr, tpr, _ in curves:
             ax.plot(fpr, tpr, color="0.75", linewidth=0.8)
-    for name, fpr, tpr, auc in labelled:
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    offsets = overlap_offsets(labelled)
+    for n, ((name, fpr, tpr, auc), offset) in enumerate(zip(labelled, offsets)):
+        shift = offset * ROC_OFFSET  # right and down: a perfect curve's corner stays inside the plot
+        ax.plot(fpr + shift, tpr - shift, label=f"{name} (AUC {auc:.3f})", marker=ROC_MARKERS[n % len(ROC_MARKERS)],
+                markevery=max(1, len(fpr) // 8), markersize=5, fillstyle="none", linewidth=1.4, zorder=3)
     ax.plot([0, 1], [0, 1], color=LR_COLOUR, linestyle="--", linewidth=1, label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
+    margin = 0.03 + ROC_OFFSET * max(offsets, default=0)
+    ax.set_xlim(-0.03, 1 + margin)  # a curve along the left or top edge is drawn inside the axes, not under them
+    ax.set_ylim(-margin, 1.03)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    legend_title = None
+    notes = []
     if len(labelled) < len(curves):
         mean_auc = np.mean([curve[3] for curve in curves])
-        legend_title = f"{len(curves)} classes, mean AUC {mean_auc:.3f}\nhighest and lowest 3 (others grey)"
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", title=legend_title,
+        notes.append(f"{len(curves)} classes, mean AUC {mean_auc:.3f}\nhighest and lowest 3 (others grey)")
+    if any(offsets):
+        notes.append(f"overlapping curves shifted\n{ROC_OFFSET:g} apart to stay visible")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small", title="\n".join(notes) or None,
               title_fontsize="small")
     title = f"ROC curves of {target}, one class vs rest (test split)"
     if skipped:

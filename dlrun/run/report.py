@@ -25,7 +25,8 @@ from dlrun.run.listing import RunRow, format_duration, metrics_problem, read_run
 from dlrun.metrics.names import format_value, metric_label
 
 CAPTIONS = {
-    "loss": "Training and validation loss per epoch; dashed grey: learning rate (right axis); dotted green: best epoch.",
+    "loss": "Training and validation loss per epoch; dashed grey: learning rate (right axis, drawn when it changes); "
+            "dotted green: best epoch; with several targets, each target's own loss and its weight on the right.",
     "val_metrics": "Each validation metric per epoch.",
     "confusion": "Test split: true class per row, predicted class per column; right: each row as fractions.",
     "roc": "Test split: one-vs-rest ROC curve per class with its area under the curve.",
@@ -74,7 +75,9 @@ def build_report(run_dir: Path | str) -> Report:
     record = read_record(run_dir)
     from dlrun.run.plots import write_plots  # matplotlib loads only when something is drawn, not with the runner
 
-    plots = write_plots(run_dir, tasks, units, record.best_epoch)
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    weights = train.get("loss_weight") if isinstance(train.get("loss_weight"), dict) else {}
+    plots = write_plots(run_dir, tasks, units, record.best_epoch, weights)
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
     dropout = run_dir / layout.DROPOUT_PLOT  # drawn on request by `dlrun explain dropout`, shown once it exists

@@ -238,7 +238,8 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
                 state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
                             [*loop_callbacks, *callbacks, stopper], resume=resume)
             trained = time.perf_counter()
-            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test)
+            metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test,
+                                    n_synthetic=ready.summary.get("rows_added_by_smote", 0))
             # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
             seconds = {**record.seconds, "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
@@ -351,9 +352,16 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
     }
 
 
-def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits, score_test: bool = True) -> dict:
-    """metrics.json for every split, confusion_<target>.csv and predictions.csv for the test split."""
+def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits, score_test: bool = True,
+                  n_synthetic: int = 0) -> dict:
+    """metrics.json for every split, confusion_<target>.csv and predictions.csv for the test split.
+
+    The training split is scored on its real rows: the `n_synthetic` rows SMOTE appended after them are left out."""
     scored = SPLITS if score_test else [name for name in SPLITS if name != "test"]
+    if n_synthetic:
+        train = splits["train"]
+        n_real = len(train) - n_synthetic
+        splits = {**splits, "train": Split(train.X[:n_real], {t: v[:n_real] for t, v in train.y.items()})}
     outputs = {name: forward_split(model, splits[name].X) for name in scored}
     metrics = {name: score(outputs[name], splits[name].y, prep) for name in scored}
     write_json(run_dir / layout.METRICS, metrics)

@@ -98,6 +98,7 @@ def plan_sweep(cfg: Config, runs_dir: Path | str = "runs", storage: str | None =
     write_text(sweep_dir / "sweep.yaml", cfg.to_yaml())
     write_json(sweep_dir / "sweep.json", {"study": name, "storage": display_url(storage) if storage else None,
                                           "objective": objective, "direction": direction, "sampler": search.sampler,
+                                          "pruner": search.chosen_pruner,
                                           "seed": sampler_seed(cfg), "trials": budget})
     return SweepPlan(cfg.to_yaml(), str(sweep_dir), url, name, objective, direction, budget)
 
@@ -148,9 +149,9 @@ def make_sampler(search: SearchConfig, seed: int, number: int) -> optuna.sampler
 
 
 def make_pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
-    if search.pruner == "median":
+    if search.chosen_pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=search.prune_warmup_epochs)
-    if search.pruner == "successive_halving":
+    if search.chosen_pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, search.prune_warmup_epochs), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
@@ -220,7 +221,7 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
 
     sweep_dir, started = Path(plan.sweep_dir), time.monotonic()
     params = {key: dim.decode(trial.params[key]) for key, dim in search.space.items()}
-    reporter = TrialReport(trial, plan.objective, search.pruner)
+    reporter = TrialReport(trial, plan.objective, search.chosen_pruner)
 
     def finish(state: TrialState, value: float | None, run_dir: Path | None, note: str = "") -> TrialResult:
         if note:

@@ -80,7 +80,8 @@ def summarise(sweep_dir: Path, storage_url: str | None = None, score_test: bool 
     if why_not:
         notes.append(why_not)
     space = load_sweep_config(sweep_dir).search.space
-    files += plot_sweep(sweep_dir, trials, space, info["objective"], info["direction"], importances)
+    files += plot_sweep(sweep_dir, trials, space, info["objective"], info["direction"], importances,
+                        best["trial"] if best is not None else None)
     return SweepSummary(sweep_dir, info["study"], info["objective"], info["direction"], info["trials"], states, complete,
                         table, best, files, notes)
 
@@ -125,7 +126,10 @@ def _best(study: optuna.Study, sweep_dir: Path, score_test: bool) -> dict[str, A
         test = evaluate(run_dir, split="test").metrics  # the one look at the test split; also eval.json in the run
         study.set_user_attr("test_score", {"trial": best.number, "metrics": test})
     config_yaml = (run_dir / layout.CONFIG).read_text() if run_dir is not None else _config_from_params(sweep_dir, best)
-    units = resolve_units(validate_config(yaml.safe_load(config_yaml), source="best_config.yaml").data)
+    # Trials skip their plots (trials.trial_config); the winner, trained again, is a normal run with its report.
+    config = validate_config(yaml.safe_load(config_yaml), source="best_config.yaml")
+    config_yaml = config.model_copy(update={"report": load_sweep_config(sweep_dir).report}).to_yaml()
+    units = resolve_units(config.data)
     val = best.user_attrs.get("val_metrics")
     if not isinstance(val, dict) or not all(isinstance(scores, dict) for scores in val.values()):
         val = None  # a study written by another program, or damaged: show no validation scores rather than fail

@@ -173,8 +173,9 @@ class FastStep:
         device = self.grads[0].device
         self.loss_grads = [torch.tensor(float(weight), device=device) for _, _, weight, _ in self.loss_parts]
 
-    def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One step on a batch X (B, n_features); returns the batch loss (0-dim, on the device, no host sync)."""
+    def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One step on a batch X (B, n_features); returns each target's weighted loss term, whose sum is the batch loss
+        (0-dim each, on the device, no host sync)."""
         # Forward, keeping what backward needs: per layer (input, pre-activation, activation output, dropout scale or None).
         saved = []
         h = X
@@ -193,11 +194,11 @@ class FastStep:
             saved.append((h_in, z, a, noise))
 
         # Heads and losses; grad_shared collects dLoss/dh of the last hidden layer (B, width) over the heads.
-        total, grad_shared = None, None
+        terms, grad_shared = [], None
         for head, part, loss_grad in zip(self.heads, self.loss_parts, self.loss_grads):
             out = torch.addmm(head.b, h, head.W_t)  # (B, n_outputs)
             loss, grad_out = _loss_and_grad(out, y[part[0]], part, loss_grad)
-            total = loss if total is None else total + loss
+            terms.append(loss)
             _weight_and_bias_grads(head, grad_out, h)
             back = grad_out @ head.W
             grad_shared = back if grad_shared is None else grad_shared + back
@@ -216,7 +217,7 @@ class FastStep:
             total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.grads)))
             torch._foreach_mul_(self.grads, torch.clamp(self.clip / (total_norm + 1e-6), max=1.0))
         self.optimizer.step()
-        return total
+        return tuple(terms)
 
 
 def _weight_and_bias_grads(layer: _Layer, grad: torch.Tensor, h_in: torch.Tensor) -> None:

@@ -65,19 +65,24 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         order = torch.randperm(len(train), generator=shuffler)[:n_rows].to(device) if cfg.data.shuffle else None
         X = train.X[order] if order is not None else train.X
         y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
-        batch_losses = []  # kept on the device and combined once: no host sync per batch
+        batch_losses = [[] for _ in criterion.parts]  # per target, kept on the device and combined once: no host sync per batch
         for start in range(0, n_rows, batch_size):
             X_batch = X[start : start + batch_size]  # (B, n_features)
             if augment is not None:  # training batches only: validation below is scored on clean rows
                 X_batch = augment(X_batch)
             y_batch = {t: v[start : start + batch_size] for t, v in y.items()}
-            batch_losses.append(step(X_batch, y_batch))
+            for losses, term in zip(batch_losses, step(X_batch, y_batch)):  # each target's weighted loss term
+                losses.append(term)
 
         val_outputs = forward_split(model, val.X)
+        train_terms = [float(torch.stack(losses) @ batch_rows / n_rows) for losses in batch_losses]  # row-weighted means
+        val_terms = [float(term) for term in criterion.terms(val_outputs, val.y)]
         row = {
             "epoch": epoch,
-            "train_loss": float(torch.stack(batch_losses) @ batch_rows / n_rows),
-            "val_loss": float(criterion(val_outputs, val.y)),
+            "train_loss": sum(train_terms),
+            "val_loss": sum(val_terms),
+            **criterion.per_target(train_terms, "train"),
+            **criterion.per_target(val_terms, "val"),
             **flatten(score(val_outputs, val.y, prep), "val"),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,

@@ -27,6 +27,13 @@ class Criterion:
 
     def __call__(self, outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> torch.Tensor:
         total = None
+        for term in self.terms(outputs, y):
+            total = term if total is None else total + term
+        return total
+
+    def terms(self, outputs: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Each target's weighted loss term (0-dim), in head order; the loss is their sum."""
+        terms = []
         for target, is_classification, weight, options in self.parts:
             out, truth = outputs[target], y[target]
             if out.dim() == 3:  # an ensemble in training, (B, k, n_outputs): the mean of the k members' losses
@@ -37,8 +44,15 @@ class Criterion:
                 loss = F.mse_loss(out.squeeze(1), truth)
             if weight != 1.0:  # each extra op is an autograd node on every step
                 loss = weight * loss
-            total = loss if total is None else total + loss
-        return total
+            terms.append(loss)
+        return tuple(terms)
+
+    def per_target(self, terms: list[float], split: str) -> dict[str, float]:
+        """metrics.csv's `<split>_<target>_loss` columns of a multi-target run: each head's own loss, the weight taken
+        back out (the split's loss is the weighted sum); nothing for a single target, whose loss is the split's."""
+        if len(self.parts) < 2:
+            return {}
+        return {f"{split}_{target}_loss": term / weight for (target, _, weight, _), term in zip(self.parts, terms)}
 
 
 def balanced_class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -45,13 +45,13 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig, trunk_lr: float | None)
 
 
 class AutogradStep:
-    """`step(X, y) -> loss` through autograd and torch.optim: the general path, for any model and config."""
+    """`step(X, y) -> loss terms` through autograd and torch.optim: the general path, for any model and config."""
 
     def __init__(self, model: nn.Module, criterion: Criterion, optimizer: torch.optim.Optimizer, clip: float | None):
         self.model, self.criterion, self.optimizer, self.clip = model, criterion, optimizer, clip
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+    def __call__(self, X: torch.Tensor, y: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return train_step(self.model, X, y, self.criterion, self.optimizer, self.params, self.clip)
 
 
@@ -65,13 +65,17 @@ def make_step(model: nn.Module, cfg: Config, criterion: Criterion, device: torch
 
 
 def train_step(model: nn.Module, X: torch.Tensor, y: dict[str, torch.Tensor], criterion: Criterion,
-               optimizer: torch.optim.Optimizer, params: list[torch.Tensor], clip: float | None) -> torch.Tensor:
-    """One optimisation step on one batch through autograd; returns the batch loss, detached and on the device."""
-    loss = criterion(model(X), y)
+               optimizer: torch.optim.Optimizer, params: list[torch.Tensor], clip: float | None) -> tuple[torch.Tensor, ...]:
+    """One optimisation step on one batch through autograd; returns each target's weighted loss term (their sum is the
+    batch loss), detached and on the device."""
+    terms = criterion.terms(model(X), y)
+    loss = terms[0]
+    for term in terms[1:]:
+        loss = loss + term
     for p in params:  # what zero_grad(set_to_none=True) does, without its per-call overhead
         p.grad = None
     loss.backward()
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(params, clip)
     optimizer.step()
-    return loss.detach()
+    return tuple(term.detach() for term in terms)
