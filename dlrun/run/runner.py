@@ -7,7 +7,7 @@ import re
 import shutil
 import time
 from dataclasses import replace
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -25,6 +25,7 @@ from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.training.checkpoint import load_weights, resume_point
+from dlrun.training.distributed import SINGLE, AgreeToStop, World, joined
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.state import Callback
@@ -79,12 +80,12 @@ class Prepared:
     summary: dict[str, Any]
 
 
-def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
+def prepare(cfg: Config, prep: Preprocessor | None = None, world: World = SINGLE) -> Prepared:
     """config -> checked rows -> fitted preprocessor -> tensors on the device -> model. Raises DlrunError on bad input.
 
     With `prep` (a saved run's), its tasks and fitted state are reused instead of inferred and fitted again.
     """
-    device = resolve_device(cfg.device)
+    device = world.local_device(resolve_device(cfg.device))  # under torchrun on CUDA: this process's own GPU
     dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks if prep else None)
     cfg = resolve(cfg, dataset)
     check_against_tasks(cfg, dataset.tasks)
@@ -127,17 +128,26 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
 
     score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it).
-    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts."""
+    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts.
+    Under torchrun every process calls this: rank 0 creates and writes the run directory, the others train beside it."""
+    with joined(cfg) as world:
+        return _train(cfg, Path(runs_dir), callbacks, score_test, warn, world)
+
+
+def _train(cfg: Config, runs_dir: Path, callbacks: Sequence[Callback], score_test: bool,
+           warn: Optional[Callable[[str], None]], world: World) -> Run:
     started = time.perf_counter()
-    ready = prepare(cfg)
+    ready = prepare(cfg, world=world)
     for line in ready.summary["warnings"] if warn else ():
         warn(line)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
+    if not world.is_main:
+        return _follow(ready, world.share(None), callbacks, notes, None, world)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
-    run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
+    run_dir = world.share(create_run_dir(runs_dir, ready.cfg.name))
     try:
         with hold_run_lock(run_dir):
-            return _start(ready, run_dir, callbacks, score_test, notes, started)
+            return _start(ready, run_dir, callbacks, score_test, notes, started, world)
     except BaseException:
         if not any((run_dir / name).exists() for name in (layout.CONFIG, layout.RECORD)):
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was (a full disk): leave no empty run
@@ -149,41 +159,52 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = (), overrides: S
     stopped before its first epoch ended starts again from the first, from its saved config.
 
     `overrides` may only be `train.epochs=N` (see run/extend.py): the run, finished or not, continues to epoch N and
-    its config.yaml says N from then on."""
+    its config.yaml says N from then on. Under torchrun every process calls this, and all load the same checkpoint."""
     run_dir = Path(run_dir)
-    resumable_config(run_dir)
-    with hold_run_lock(run_dir):  # before reading anything: another process may be training in it right now
+    with joined(resumable_config(run_dir)) as world:
+        return _resume(run_dir, callbacks, overrides, world)
+
+
+def _resume(run_dir: Path, callbacks: Sequence[Callback], overrides: Sequence[str], world: World) -> Run:
+    with hold_run_lock(run_dir) if world.is_main else nullcontext():  # torchrun's other processes only read
         record = read_record(run_dir)
         completed = record.status == "completed"
         if completed and not overrides:
             raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N, or "
                            "train a new run (train.init_from can start from its weights)")
         started = time.perf_counter()
-        if not (run_dir / layout.PREPROCESS).is_file():  # stopped before its data was prepared: start again in place
-            if overrides:
+        if world.share(not (run_dir / layout.PREPROCESS).is_file()):  # stopped before its data was prepared: restart in place
+            if overrides and world.is_main:
                 write_config(run_dir, extended_config(run_dir, overrides, None, completed))
-            ready = prepare(resumable_config(run_dir))
+            ready = prepare(world.share(resumable_config(run_dir) if world.is_main else None), world=world)
             notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
-            return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started)
+            if not world.is_main:
+                return _follow(ready, run_dir, callbacks, notes, None, world)
+            return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started, world)
         saved = open_run_files(run_dir)
-        ready = prepare(saved.cfg, saved.prep)
+        ready = prepare(saved.cfg, saved.prep, world)
         last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
-        checkpoint = resume_point(last, best, ready.device)
-        if overrides:  # checked against the checkpoint before config.yaml changes: a refused extension changes nothing
+        # Rank 0 reads (and repairs) the checkpoints; under torchrun every process continues from what it read.
+        checkpoint = resume_point(last, best, ready.device if world.size == 1 else "cpu") if world.is_main else None
+        if overrides and world.is_main:  # checked against the checkpoint before config.yaml changes: a refusal changes nothing
             extended = extended_config(run_dir, overrides, checkpoint, completed)
             write_config(run_dir, extended)
             ready = replace(ready, cfg=extended)
+        checkpoint, cfg = world.share((checkpoint, ready.cfg))
+        ready = replace(ready, cfg=cfg)
         if checkpoint is None:  # no epoch had ended: start again as `train` did
             prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
         else:
             freeze(ready.model, ready.cfg.train.freeze)
             load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
             load_weights(ready.model, checkpoint["model"], last)
+        if not world.is_main:
+            return _follow(ready, run_dir, callbacks, [], checkpoint, world)
         resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
         record = record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
                                 seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
         # A run started without scoring the test split (a sweep's trial) resumes without it too.
-        return _execute(ready, run_dir, record, callbacks, resume=checkpoint)
+        return _execute(ready, run_dir, record, callbacks, resume=checkpoint, world=world)
 
 
 def resumable_config(run_dir: Path) -> Config:
@@ -195,7 +216,7 @@ def resumable_config(run_dir: Path) -> Config:
 
 
 def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_test: bool, notes: list[str],
-           started: float) -> Run:
+           started: float, world: World = SINGLE) -> Run:
     """Write what resuming needs, then train. config.yaml comes first: from it alone a run killed at any later
     moment can be started again in place; then the record (small: a failure can still be written), then the
     fitted preprocessing."""
@@ -210,16 +231,17 @@ def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_
     except BaseException as exc:
         _record_failure(run_dir, record, exc)
         raise
-    return _execute(ready, run_dir, record, callbacks, resume=None)
+    return _execute(ready, run_dir, record, callbacks, resume=None, world=world)
 
 
 def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Sequence[Callback],
-             resume: dict[str, Any] | None) -> Run:
+             resume: dict[str, Any] | None, world: World = SINGLE) -> Run:
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
-    record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason})
+    record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason},
+                            world_size=world.size)
     write_record(run_dir, record)
     rows = ready.splits["train"]
     diagnostics = Diagnostics(run_dir / layout.DIAGNOSTICS, rows.X, rows.y, ready.splits["val"].X,
@@ -228,12 +250,13 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
                       Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]
     stopper = StopOnSignal(run_dir)  # last: it ends the run only after every callback has saved its epoch
+    agree = [AgreeToStop(world, stopper)] if world.size > 1 else []  # every process stops at the same epoch
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
             with stopper.listening():
                 state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
-                            [*loop_callbacks, *callbacks, stopper], resume=resume)
+                            [*loop_callbacks, *callbacks, *agree, stopper], resume=resume, world=world)
             trained = time.perf_counter()
             metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test)
             # Wall time per stage (this process: a resumed run's training counts from the resume), so slow stages show.
@@ -258,6 +281,20 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
                record.notes, warnings)
+
+
+def _follow(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], notes: list[str],
+            resume: dict[str, Any] | None, world: World) -> Run:
+    """Train as one of torchrun's processes other than rank 0: the same steps as _execute's beside it, with the
+    caller's callbacks and none that write; rank 0 scores and writes the run. The result names rank 0's directory."""
+    cfg, device = ready.cfg, ready.device
+    threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
+    stopper = StopOnSignal(run_dir)
+    with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device), stopper.listening():
+        state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                    [*callbacks, AgreeToStop(world, stopper), stopper], resume=resume, world=world)
+    return Run(run_dir, cfg, {}, state.best_epoch, state.epoch, state.monitor,
+               state.stop_reason or f"ran all {state.epoch} epochs", ready.summary, notes)
 
 
 def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
