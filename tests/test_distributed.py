@@ -21,7 +21,8 @@ from conftest import CONFIGS, REPO
 from dlrun.config.schema import Config
 from dlrun.core.errors import ConfigError
 from dlrun.run.record import RunRecord
-from dlrun.training.distributed import SINGLE, Shard, World, joined
+from dlrun.training.distributed import SINGLE, AgreeToStop, Shard, World, joined
+from dlrun.training.state import TrainState
 
 TIMEOUT = 180  # seconds for one torchrun group on a loaded machine; a hang fails the test instead of the suite
 # salary, 3 epochs, no dropout: one process and two with the same global batch (64 rows) take the same batches, so
@@ -198,3 +199,28 @@ def test_uneven_global_batch_is_refused_before_joining(monkeypatch):
 
 def test_old_run_record_without_world_size_reads():
     assert RunRecord.model_validate({"status": "completed"}).world_size is None
+
+
+class _TwoProcesses(World):
+    """rank 0 of two, the other process's epoch-end decisions given: what all_gather_object would return."""
+
+    def __init__(self, other: tuple[bool, str, str | None]):
+        super().__init__(0, 2)
+        object.__setattr__(self, "other", other)
+
+    def gather(self, value):
+        return [value, self.other]
+
+
+class _Stopper:
+    received = None
+
+
+@pytest.mark.parametrize("other, stop, received", [((True, "pruned", None), True, None),
+                                                    ((False, "", "SIGTERM"), False, "SIGTERM"),
+                                                    ((False, "", None), False, None)])
+def test_a_stop_or_signal_on_any_process_stops_every_process(other, stop, received):
+    state, stopper = TrainState(torch.nn.Linear(1, 1), None, "val_loss", False), _Stopper()
+    AgreeToStop(_TwoProcesses(other), stopper).on_epoch_end(state, {})
+    assert (state.stop, stopper.received) == (stop, received)
+    assert state.stop_reason == ("pruned" if stop else "")
