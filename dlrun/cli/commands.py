@@ -30,7 +30,7 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory "
                                           "(with --set train.epochs=N: train a finished or interrupted run on to epoch N)."),
-    nproc: Optional[int] = typer.Option(None, "--nproc", help="Train on N processes of this machine (data-parallel): "
+    nproc: Optional[int] = typer.Option(None, "--nproc", metavar="N", help="Train on N processes of this machine (data-parallel): "
                                         "starts torchrun --nproc-per-node N -m dlrun train ... (README: Scaling up)."),
 ) -> None:
     """Train a model; prints the run directory as the last line of stdout. Ctrl-C or SIGTERM stops it after the

@@ -52,14 +52,16 @@ def launch(nproc: int, command: list[str]) -> int:
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, parse_args
 
-    # One thread per process unless the user says otherwise (what torchrun does, without its warning banner).
+    # One thread per process unless the user says otherwise (what torchrun does, without its warning banner); the
+    # processes inherit this environment.
+    threads_set = "OMP_NUM_THREADS" in os.environ
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    config, entrypoint, args = config_from_args(parse_args([
-        "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-backend", "c10d",
-        "--rdzv-endpoint", LOCAL_RENDEZVOUS, "--rdzv-id", str(uuid.uuid4()), *command]))
     disabled = logging.root.manager.disable
     logging.disable(logging.CRITICAL)  # the agent logs each failure with a traceback; rank 0 has said what failed
     try:
+        config, entrypoint, args = config_from_args(parse_args([
+            "--nnodes", "1", "--nproc-per-node", str(nproc), "--max-restarts", "0", "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", LOCAL_RENDEZVOUS, "--rdzv-id", str(uuid.uuid4()), *command]))
         elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as exc:
         # The first process to fail with an exit status (not a signal: torchrun then stopped the others) says why.
@@ -70,4 +72,6 @@ def launch(nproc: int, command: list[str]) -> int:
         return 130
     finally:
         logging.disable(disabled)
+        if not threads_set:
+            del os.environ["OMP_NUM_THREADS"]
     return 0
