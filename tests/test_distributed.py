@@ -18,9 +18,11 @@ import pytest
 import torch
 
 from conftest import CONFIGS, REPO
+from dlrun.config.load import load_config
 from dlrun.config.schema import Config
 from dlrun.core.errors import ConfigError
 from dlrun.run.record import RunRecord
+from dlrun.run.runner import train
 from dlrun.training.distributed import SINGLE, AgreeToStop, Shard, World, joined
 from dlrun.training.state import TrainState
 
@@ -86,11 +88,11 @@ def _only_run(runs: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def salary_runs(tmp_path_factory) -> dict[str, Path]:
-    """salary trained by one process and by two (`dlrun train --nproc 2`), each in its own runs directory."""
+    """salary trained by one process (this one) and by two (`dlrun train --nproc 2`), each in its own runs directory."""
     tmp = tmp_path_factory.mktemp("ddp")
     one, two = tmp / "one", tmp / "two"
-    single = _run([sys.executable, "-m", "dlrun", "train", *SALARY, "--runs-dir", str(one)], _env(tmp, one), tmp)
-    assert single.returncode == 0, single.stderr
+    overrides = [value for flag, value in zip(SALARY[1::2], SALARY[2::2])]
+    train(load_config(SALARY[0], overrides), one)  # in this process: one process is one process
     double = _run([sys.executable, "-m", "dlrun", "train", *SALARY, "--runs-dir", str(two), "--nproc", "2"], _env(tmp, two), tmp)
     assert double.returncode == 0, double.stderr + _writes(tmp)
     return {"one": _only_run(one), "two": _only_run(two), "tmp": tmp, "stdout": double.stdout, "stderr": double.stderr}
