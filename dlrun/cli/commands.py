@@ -37,7 +37,7 @@ def train(
     current epoch with last.pt saved (exit 130) and prints the command that resumes it."""
     from dlrun.config.load import load_config
     from dlrun.core.errors import ConfigError
-    from dlrun.run.torchrun import silence_other_ranks, train_in_processes
+    from dlrun.run.torchrun import rank_zero_reports, silence_other_ranks, train_in_processes
 
     silence_other_ranks()  # under torchrun, rank 0 alone prints
 
@@ -62,7 +62,7 @@ def train(
                 return resume_run(resume, callbacks=[progress], overrides=set_)
             return train_run(cfg, runs_dir, callbacks=[progress], warn=print_warning)
 
-    result = guarded(run)
+    result = guarded(lambda: rank_zero_reports(run))
     if nproc is not None:
         raise typer.Exit(result)
     for note in result.notes:

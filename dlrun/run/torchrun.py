@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
-from dlrun.core.errors import ConfigError
+from dlrun.core.errors import ConfigError, DlrunError
+
+T = TypeVar("T")
 
 # 127.0.0.1:0: the rendezvous store listens on loopback only, on a port the system picks free.
 LOCAL_RENDEZVOUS = "127.0.0.1:0"
+REPORT_GRACE_S = 60  # see rank_zero_reports
+
+
+def rank_zero_reports(call: Callable[[], T]) -> T:
+    """`call()`; under torchrun, a process other than rank 0 that fails on a user error (DlrunError) waits up to
+    REPORT_GRACE_S before it raises. Only rank 0 prints, and torchrun stops every process as soon as one has exited:
+    rank 0 must not be stopped before it has said what is wrong. A bad config or table fails every process alike,
+    so rank 0 exits first and torchrun ends the wait at once (SIGTERM); the limit only matters when one process
+    alone failed (its GPU ran out of memory, say)."""
+    try:
+        return call()
+    except DlrunError:
+        if os.environ.get("RANK", "0") not in ("", "0") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            time.sleep(REPORT_GRACE_S)
+        raise
 
 
 def silence_other_ranks() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 
 from dlrun.config.schema import Config
-from dlrun.core.errors import ConfigError, DlrunError, RunError
+from dlrun.core.errors import ConfigError, RunError
 from dlrun.model.device import resolve_device
 from dlrun.training.fast_step import FastStep
 from dlrun.training.state import Callback, TrainState
@@ -42,11 +41,6 @@ from dlrun.training.state import Callback, TrainState
 # How long a collective waits for a process that does not come before the run fails (gloo and NCCL): long enough
 # for an epoch's validation on a large table, short enough that a wedged run does not hold machines for hours.
 COLLECTIVE_TIMEOUT = timedelta(minutes=15)
-# How long a process other than rank 0 that failed on a user error (bad config or data) waits before it exits. Only
-# rank 0 prints, and torchrun stops every process once one has exited: rank 0 must not be stopped before it has said
-# what is wrong. Such an error fails every process alike, so rank 0 exits first and torchrun ends the wait at once;
-# the limit only matters when one process alone failed (its GPU ran out of memory, say).
-REPORT_GRACE_S = 60
 
 # gloo reports a process that died as a plain RuntimeError ("... gloo/transport/tcp/pair.cc: Connection closed by peer").
 _LOST_PEER = re.compile(r"gloo|Connection closed by peer|NCCL")
@@ -108,23 +102,12 @@ def launched_world() -> World:
 def joined(cfg: Config) -> Iterator[World]:
     """Join torchrun's process group for the `with` block (and leave it after); SINGLE outside torchrun.
 
-    Settings that cannot be split over the processes are refused first, identically on every process. A user error
-    fails every process alike; rank 0 reports it, so the others wait to be stopped (see REPORT_GRACE_S)."""
+    Settings that cannot be split over the processes are refused first, identically on every process, so a bad
+    config fails every process alike before any of them waits for another."""
     world = launched_world()
     if world.size == 1 or torch.distributed.is_initialized():  # alone, or inside a group the caller started
         yield world
         return
-    try:
-        with _process_group(cfg, world):
-            yield world
-    except DlrunError:
-        if not world.is_main:
-            time.sleep(REPORT_GRACE_S)  # torchrun stops this process (SIGTERM) as soon as rank 0 has exited
-        raise
-
-
-@contextmanager
-def _process_group(cfg: Config, world: World) -> Iterator[None]:
     if cfg.data.batch_size % world.size:
         raise ConfigError(f"data.batch_size: {cfg.data.batch_size} rows cannot be split evenly over {world.size} "
                           f"processes; use a multiple of {world.size} (it is the global batch: each process trains "
@@ -141,7 +124,7 @@ def _process_group(cfg: Config, world: World) -> Iterator[None]:
     except (RuntimeError, ValueError) as exc:  # DistNetworkError, DistStoreError: the rendezvous address is wrong
         raise RunError(f"process {world.rank} could not join the torchrun group ({backend}): {_first_line(exc)}") from None
     try:
-        yield
+        yield world
     except RuntimeError as exc:  # a collective failed: another process died or was stopped
         if not isinstance(exc, torch.distributed.DistError) and not _LOST_PEER.search(str(exc)):
             raise
