@@ -157,7 +157,7 @@ class Shard:
         n_last = remainder // world.size  # the last global batch, trimmed to a multiple of the process count
         if n_last < min_batch and n_full > 0:
             n_last = 0  # a batch norm over one row cannot train: those rows sit out (others each epoch)
-        if n_full == 0 and n_last == 0:
+        if n_full == 0 and n_last == 0 and world.size > 1:
             raise ConfigError(f"the training split has {n_rows} rows, fewer than the {world.size} processes training on it")
         return cls(world, batch_size, n_full, n_last)
 

@@ -36,7 +36,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
     criterion = Criterion(prep, cfg.train, train.y)
-    step = data_parallel(make_step(model, cfg, criterion, device), world)  # re-points a fast step's parameters: before anything copies them
+    # make_step re-points a fast step's parameters: before anything copies them. Under torchrun it averages gradients.
+    step = data_parallel(make_step(model, cfg, criterion, device), world)
     optimizer = step.optimizer
     shuffler = torch.Generator().manual_seed(cfg.seed)
     augment = batch_augment(cfg.augment, len(prep.numeric_features), cfg.seed, device)  # None when augmentation is off
