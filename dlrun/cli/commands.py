@@ -30,11 +30,16 @@ def train(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run in its own directory "
                                           "(with --set train.epochs=N: train a finished or interrupted run on to epoch N)."),
+    nproc: Optional[int] = typer.Option(None, "--nproc", metavar="N", help="Train on N processes of this machine (data-parallel): "
+                                        "starts torchrun --nproc-per-node N -m dlrun train ... (README: Scaling up)."),
 ) -> None:
     """Train a model; prints the run directory as the last line of stdout. Ctrl-C or SIGTERM stops it after the
     current epoch with last.pt saved (exit 130) and prints the command that resumes it."""
     from dlrun.config.load import load_config
     from dlrun.core.errors import ConfigError
+    from dlrun.run.torchrun import rank_zero_reports, silence_other_ranks, train_in_processes
+
+    silence_other_ranks()  # under torchrun, rank 0 alone prints
 
     def run():
         if (config is None) == (resume is None):
@@ -46,6 +51,8 @@ def train(
 
             check_resume_overrides(set_)  # before heavy imports, as a bad CONFIG would be
         cfg = load_config(config, set_, device) if config else None  # before heavy imports: mistakes show at once
+        if nproc is not None:  # checked here, trained by the N processes torchrun starts
+            return train_in_processes(nproc, config, set_, runs_dir, device, resume)
         from dlrun.training.callbacks import RichProgress
         from dlrun.run.runner import resumable_config, resume as resume_run, train as train_run
 
@@ -55,7 +62,9 @@ def train(
                 return resume_run(resume, callbacks=[progress], overrides=set_)
             return train_run(cfg, runs_dir, callbacks=[progress], warn=print_warning)
 
-    result = guarded(run)
+    result = guarded(lambda: rank_zero_reports(run))
+    if nproc is not None:
+        raise typer.Exit(result)
     for note in result.notes:
         stderr.print(escape(note), highlight=False)
     for warning in result.warnings:

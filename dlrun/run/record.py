@@ -56,6 +56,7 @@ class RunRecord(_Part):
     score_test: bool = True  # False for a sweep's trials: the test split is scored for the final pick only
     seconds: dict[str, float] = {}  # wall time per stage
     threads: int | None = None
+    world_size: int | None = None  # processes training the model together (torchrun); 1 alone; None: an older run
     train_step: TrainStep | None = None
     resumed: list[Resumption] = []
     epochs_run: int | None = None

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import time
 from dataclasses import replace
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -26,6 +25,7 @@ from dlrun.run.lock import hold_run_lock
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
 from dlrun.run.tracked import finish_tracking, start_tracking
 from dlrun.training.checkpoint import load_weights, resume_point
+from dlrun.training.distributed import SINGLE, AgreeToStop, World, joined
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.state import Callback
@@ -35,19 +35,18 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
-from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
+from dlrun.run.results import non_finite_warnings, write_results
 from dlrun.data.tensors import to_split
-from dlrun.core.io import write_csv, write_json
+from dlrun.core.io import write_json
 from dlrun.training.losses import Criterion
 from dlrun.metrics.health import overfitting, validation_warnings
-from dlrun.metrics.score import epoch_columns, score
+from dlrun.metrics.score import epoch_columns
 from dlrun.model.mlp import build_model
 from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
 from dlrun.run.report import publish
 from dlrun.data.tensors import Split
 from dlrun.training.loop import fit
-from dlrun.model.forward import forward_split
 from dlrun.training.transfer import freeze, prepare_for_finetuning
 
 
@@ -80,12 +79,12 @@ class Prepared:
     summary: dict[str, Any]
 
 
-def prepare(cfg: Config, prep: Preprocessor | None = None) -> Prepared:
+def prepare(cfg: Config, prep: Preprocessor | None = None, world: World = SINGLE) -> Prepared:
     """config -> checked rows -> fitted preprocessor -> tensors on the device -> model. Raises DlrunError on bad input.
 
     With `prep` (a saved run's), its tasks and fitted state are reused instead of inferred and fitted again.
     """
-    device = resolve_device(cfg.device)
+    device = world.local_device(resolve_device(cfg.device))  # under torchrun on CUDA: this process's own GPU
     dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks if prep else None)
     cfg = resolve(cfg, dataset)
     check_against_tasks(cfg, dataset.tasks)
@@ -128,17 +127,26 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     """Load and preprocess data, then create the run directory and train; a run that started and failed is marked failed.
 
     score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it).
-    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts."""
+    warn, when given, hears the data warnings (column decisions, a small validation split) before training starts.
+    Under torchrun every process calls this: rank 0 creates and writes the run directory, the others train beside it."""
+    with joined(cfg) as world:
+        return _train(cfg, Path(runs_dir), callbacks, score_test, warn, world)
+
+
+def _train(cfg: Config, runs_dir: Path, callbacks: Sequence[Callback], score_test: bool,
+           warn: Optional[Callable[[str], None]], world: World) -> Run:
     started = time.perf_counter()
-    ready = prepare(cfg)
+    ready = prepare(cfg, world=world)
     for line in ready.summary["warnings"] if warn else ():
         warn(line)
     notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
+    if not world.is_main:
+        return _follow(ready, world.share(None), callbacks, notes, None, world)
     # Everything that can be wrong with the input has been checked: only now does a run directory appear.
-    run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
+    run_dir = world.share(create_run_dir(runs_dir, ready.cfg.name))
     try:
         with hold_run_lock(run_dir):
-            return _start(ready, run_dir, callbacks, score_test, notes, started)
+            return _start(ready, run_dir, callbacks, score_test, notes, started, world)
     except BaseException:
         if not any((run_dir / name).exists() for name in (layout.CONFIG, layout.RECORD)):
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it says what it was (a full disk): leave no empty run
@@ -150,41 +158,52 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = (), overrides: S
     stopped before its first epoch ended starts again from the first, from its saved config.
 
     `overrides` may only be `train.epochs=N` (see run/extend.py): the run, finished or not, continues to epoch N and
-    its config.yaml says N from then on."""
+    its config.yaml says N from then on. Under torchrun every process calls this, and all load the same checkpoint."""
     run_dir = Path(run_dir)
-    resumable_config(run_dir)
-    with hold_run_lock(run_dir):  # before reading anything: another process may be training in it right now
+    with joined(resumable_config(run_dir)) as world:
+        return _resume(run_dir, callbacks, overrides, world)
+
+
+def _resume(run_dir: Path, callbacks: Sequence[Callback], overrides: Sequence[str], world: World) -> Run:
+    with hold_run_lock(run_dir) if world.is_main else nullcontext():  # torchrun's other processes only read
         record = read_record(run_dir)
         completed = record.status == "completed"
         if completed and not overrides:
             raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N, or "
                            "train a new run (train.init_from can start from its weights)")
         started = time.perf_counter()
-        if not (run_dir / layout.PREPROCESS).is_file():  # stopped before its data was prepared: start again in place
-            if overrides:
+        if world.share(not (run_dir / layout.PREPROCESS).is_file()):  # stopped before its data was prepared: restart in place
+            if overrides and world.is_main:
                 write_config(run_dir, extended_config(run_dir, overrides, None, completed))
-            ready = prepare(resumable_config(run_dir))
+            ready = prepare(world.share(resumable_config(run_dir) if world.is_main else None), world=world)
             notes = prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
-            return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started)
+            if not world.is_main:
+                return _follow(ready, run_dir, callbacks, notes, None, world)
+            return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started, world)
         saved = open_run_files(run_dir)
-        ready = prepare(saved.cfg, saved.prep)
+        ready = prepare(saved.cfg, saved.prep, world)
         last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
-        checkpoint = resume_point(last, best, ready.device)
-        if overrides:  # checked against the checkpoint before config.yaml changes: a refused extension changes nothing
+        # Rank 0 reads (and repairs) the checkpoints; under torchrun every process continues from what it read.
+        checkpoint = resume_point(last, best, ready.device if world.size == 1 else "cpu") if world.is_main else None
+        if overrides and world.is_main:  # checked against the checkpoint before config.yaml changes: a refusal changes nothing
             extended = extended_config(run_dir, overrides, checkpoint, completed)
             write_config(run_dir, extended)
             ready = replace(ready, cfg=extended)
+        checkpoint, cfg = world.share((checkpoint, ready.cfg))
+        ready = replace(ready, cfg=cfg)
         if checkpoint is None:  # no epoch had ended: start again as `train` did
             prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
         else:
             freeze(ready.model, ready.cfg.train.freeze)
             load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
             load_weights(ready.model, checkpoint["model"], last)
+        if not world.is_main:
+            return _follow(ready, run_dir, callbacks, [], checkpoint, world)
         resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
         record = record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
                                 seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
         # A run started without scoring the test split (a sweep's trial) resumes without it too.
-        return _execute(ready, run_dir, record, callbacks, resume=checkpoint)
+        return _execute(ready, run_dir, record, callbacks, resume=checkpoint, world=world)
 
 
 def resumable_config(run_dir: Path) -> Config:
@@ -196,7 +215,7 @@ def resumable_config(run_dir: Path) -> Config:
 
 
 def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_test: bool, notes: list[str],
-           started: float) -> Run:
+           started: float, world: World = SINGLE) -> Run:
     """Write what resuming needs, then train. config.yaml comes first: from it alone a run killed at any later
     moment can be started again in place; then the record (small: a failure can still be written), then the
     fitted preprocessing."""
@@ -211,16 +230,17 @@ def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_
     except BaseException as exc:
         _record_failure(run_dir, record, exc)
         raise
-    return _execute(ready, run_dir, record, callbacks, resume=None)
+    return _execute(ready, run_dir, record, callbacks, resume=None, world=world)
 
 
 def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Sequence[Callback],
-             resume: dict[str, Any] | None) -> Run:
+             resume: dict[str, Any] | None, world: World = SINGLE) -> Run:
     """Train inside an existing run directory, keeping run.json's status true whatever happens."""
     cfg, device = ready.cfg, ready.device
     threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)  # the same test trainer.make_step applies
-    record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason})
+    record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason},
+                            world_size=world.size)
     tracking, record = start_tracking(cfg, run_dir, record)  # None unless the config's tracking section asks
     write_record(run_dir, record)
     rows = ready.splits["train"]
@@ -231,12 +251,13 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
                       Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT),
                       *([tracking] if tracking else [])]  # after Checkpoints: an epoch is tracked once last.pt holds it
     stopper = StopOnSignal(run_dir)  # last: it ends the run only after every callback has saved its epoch
+    agree = [AgreeToStop(world, stopper)] if world.size > 1 else []  # every process stops at the same epoch
     try:
         with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device):
             started = time.perf_counter()
             with stopper.listening():
                 state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
-                            [*loop_callbacks, *callbacks, stopper], resume=resume)
+                            [*loop_callbacks, *callbacks, *agree, stopper], resume=resume, world=world)
             trained = time.perf_counter()
             metrics = write_results(run_dir, ready.dataset, ready.prep, ready.model, ready.splits, record.score_test,
                                     n_synthetic=ready.summary.get("rows_added_by_smote", 0))
@@ -266,6 +287,20 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
                record.notes, warnings)
 
 
+def _follow(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], notes: list[str],
+            resume: dict[str, Any] | None, world: World) -> Run:
+    """Train as one of torchrun's processes other than rank 0: the same steps as _execute's beside it, with the
+    caller's callbacks and none that write; rank 0 scores and writes the run. The result names rank 0's directory."""
+    cfg, device = ready.cfg, ready.device
+    threads = choose_threads(cfg.train.threads, len(ready.prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
+    stopper = StopOnSignal(run_dir)
+    with out_of_memory_explained(cfg, device), seeded_threads(cfg.seed, threads, device), stopper.listening():
+        state = fit(ready.model, ready.splits["train"], ready.splits["val"], ready.prep, cfg, device,
+                    [*callbacks, AgreeToStop(world, stopper), stopper], resume=resume, world=world)
+    return Run(run_dir, cfg, {}, state.best_epoch, state.epoch, state.monitor,
+               state.stop_reason or f"ran all {state.epoch} epochs", ready.summary, notes)
+
+
 def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
     """Mark the run failed (or interrupted: Ctrl-C, SIGTERM) as far as the disk allows. Never raises: the error that
     failed the run is the one to report."""
@@ -276,16 +311,6 @@ def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> Non
         stopped = record.updated(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
     with suppress(OSError):
         write_status(run_dir, stopped)
-
-
-def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """One warning naming every metric that is NaN or infinite: the model diverged (or its inputs overflowed)."""
-    bad = [f"{split} {target} {name}" for split, per_target in metrics.items() for target, values in per_target.items()
-           for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
-    if not bad:
-        return []
-    return [f"metrics are not finite (NaN or infinite): {', '.join(bad)}; training diverged, so this run's model and "
-            "numbers cannot be used (lower optimizer.lr, set train.grad_clip, or check the data for huge values)"]
 
 
 @contextmanager
@@ -350,27 +375,3 @@ def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:
         "columns": prep.column_table() or [d.table_row() for d in dataset.columns.values()],
         "column_warnings": list(dataset.warnings),
     }
-
-
-def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, splits, score_test: bool = True,
-                  n_synthetic: int = 0) -> dict:
-    """metrics.json for every split, confusion_<target>.csv and predictions.csv for the test split.
-
-    The training split is scored on its real rows: the `n_synthetic` rows SMOTE appended after them are left out."""
-    scored = SPLITS if score_test else [name for name in SPLITS if name != "test"]
-    if n_synthetic:
-        train = splits["train"]
-        n_real = len(train) - n_synthetic
-        splits = {**splits, "train": Split(train.X[:n_real], {t: v[:n_real] for t, v in train.y.items()})}
-    outputs = {name: forward_split(model, splits[name].X) for name in scored}
-    metrics = {name: score(outputs[name], splits[name].y, prep) for name in scored}
-    write_json(run_dir / layout.METRICS, metrics)
-    if not score_test:
-        return metrics
-    test = splits["test"]
-    for target in prep.targets:
-        if prep.is_classification(target):
-            write_csv(run_dir / layout.confusion_file(target), confusion_frame(prep, target, outputs["test"][target], test.y[target]))
-    rows = dataset.part("test")[dataset.features + dataset.targets]
-    write_csv(run_dir / layout.PREDICTIONS, with_predictions(rows, prediction_frame(prep, outputs["test"])))
-    return metrics

@@ -139,6 +139,7 @@ class FastStep:
     def __init__(self, model: nn.Module, criterion: Criterion, groups: list[dict[str, Any]], cfg: OptimizerConfig,
                  clip: float | None):
         self.clip = clip
+        self.reduce_grads: Callable[[list[torch.Tensor]], None] | None = None  # data-parallel: average over processes
         views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(parameter) -> (value view, grad view)
         flat_groups, self.grads = [], []
         for group in groups:
@@ -213,6 +214,8 @@ class FastStep:
             if i > self.lowest_trained:
                 grad = grad @ layer.W  # (B, in)
 
+        if self.reduce_grads is not None:  # before clipping: the norm clipped is the whole batch's (distributed.py)
+            self.reduce_grads(self.grads)
         if self.clip is not None:  # what torch.nn.utils.clip_grad_norm_ does, on the flat gradients
             total_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.grads)))
             torch._foreach_mul_(self.grads, torch.clamp(self.clip / (total_norm + 1e-6), max=1.0))

@@ -15,6 +15,7 @@ from dlrun.config.schema import Config
 from dlrun.data.tensors import Split
 from dlrun.model.forward import forward_split
 from dlrun.training.checkpoint import restore
+from dlrun.training.distributed import SINGLE, Shard, World, data_parallel
 from dlrun.training.step import make_step
 from dlrun.training.losses import Criterion
 from dlrun.metrics.names import flatten, is_maximised
@@ -24,23 +25,26 @@ from dlrun.training.schedule import LRSchedule
 
 
 def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Config, device: torch.device,
-        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None) -> TrainState:
+        callbacks: Sequence[Callback] = (), resume: dict[str, Any] | None = None, world: World = SINGLE) -> TrainState:
     """Train `model` in place; returns the final state with the best epoch's weights loaded.
 
     `resume` is a last.pt checkpoint (with `best_model` added from best.pt): training continues after its epoch
     exactly as if it had never stopped. The model must already hold the checkpoint's weights.
+    `world`: the processes training this model together under torchrun (training/distributed.py).
     """
     stopping = cfg.train.early_stopping
     monitor = stopping.metric if stopping else "val_loss"
     maximise = is_maximised(monitor) if not stopping or stopping.mode == "auto" else stopping.mode == "max"
     criterion = Criterion(prep, cfg.train, train.y)
-    step = make_step(model, cfg, criterion, device)  # re-points a fast step's parameters: before anything copies them
+    # make_step re-points a fast step's parameters: before anything copies them. Under torchrun it averages gradients.
+    step = data_parallel(make_step(model, cfg, criterion, device), world)
     optimizer = step.optimizer
     shuffler = torch.Generator().manual_seed(cfg.seed)
     augment = batch_augment(cfg.augment, len(prep.numeric_features), cfg.seed, device)  # None when augmentation is off
-    batch_size, n_rows = cfg.data.batch_size, len(train)
-    if cfg.model.norm == "batch" and n_rows % batch_size == 1 and n_rows > 1:
-        n_rows -= 1  # batch norm cannot train on a final batch of one row; a different row sits out each epoch
+    # This process's rows per step and per epoch (all of them when alone, bar a last batch of one row that batch norm
+    # cannot train on: a different row sits out each epoch).
+    shard = Shard.plan(len(train), cfg.data.batch_size, world, min_batch=2 if cfg.model.norm == "batch" else 1)
+    batch_size, n_rows = shard.batch_size, shard.n_rows
     # Rows in each batch, for the epoch's row-weighted mean loss; only the last batch may be short.
     batch_rows = torch.tensor([min(batch_size, n_rows - start) for start in range(0, n_rows, batch_size)],
                               dtype=torch.float32, device=device)
@@ -62,7 +66,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             callback.on_epoch_begin(state)
         model.train()
         # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
-        order = torch.randperm(len(train), generator=shuffler)[:n_rows].to(device) if cfg.data.shuffle else None
+        order = shard.rows(torch.randperm(len(train), generator=shuffler) if cfg.data.shuffle else None, len(train), device)
         X = train.X[order] if order is not None else train.X
         y = {t: v[order] for t, v in train.y.items()} if order is not None else train.y
         batch_losses = [[] for _ in criterion.parts]  # per target, kept on the device and combined once: no host sync per batch
@@ -87,6 +91,7 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
         }
+        row = world.agree(row)  # one row on every process: no process decides (best epoch, stopping) alone
         state.history.append(row)
         _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
         for callback in callbacks:
