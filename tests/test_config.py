@@ -281,7 +281,9 @@ def test_describe_schema_covers_every_key():
     assert len(described) == len(set(described))
     # the optional search section is filled in, its one searched key standing for any (`<key>`)
     search = {"space": {"lr": {"uniform": [0.1, 0.2]}}}
-    dumped = leaf_keys(validate_config({"data": ANIMALS, "search": search}).model_dump())
+    # so are the optional data.split.fold and train.ensemble sections
+    filled = {"data": {**ANIMALS, "split": {"fold": {"k": 2, "index": 1}}}, "train": {"ensemble": {"folds": 2}}}
+    dumped = leaf_keys(validate_config({**filled, "search": search}).model_dump())
     assert set(described) == {key.replace("search.space.lr.", "search.space.<key>.") for key in dumped}
 
 

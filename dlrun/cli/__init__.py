@@ -5,6 +5,7 @@ import of dlrun.cli sees every command. render.py draws the tables; exits.py map
 """
 
 from dlrun.cli import commands  # registers train, eval, predict, check, config, report, runs, ...)
+from dlrun.cli import cv_commands  # registers cv
 from dlrun.cli.app import app, main
 
-__all__ = ["app", "commands", "main"]
+__all__ = ["app", "commands", "cv_commands", "main"]

@@ -93,6 +93,10 @@ class SearchConfig(_Section):
     trials: int = Field(20, ge=1, le=100_000, description="Trials in the whole study, over all workers and machines (grid: the whole grid unless set).")
     pruner: Literal["none", "median", "successive_halving"] = Field("median", description="Stops hopeless trials from their per-epoch objective: none | median | successive_halving.")
     prune_warmup_epochs: int = Field(5, ge=0, description="Epochs every trial trains before it may be pruned.")
+    cv_folds: Optional[int] = Field(
+        None, ge=2, le=20,
+        description="Score each trial by its objective's mean over this many cross-validation folds instead of one validation split (no pruning; k times the training).",
+    )
 
     @model_validator(mode="after")
     def _grid_needs_points(self) -> "SearchConfig":

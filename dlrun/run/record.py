@@ -32,6 +32,15 @@ class Resumption(_Part):
     after_epoch: int  # the epoch last.pt held when the run resumed (0: it restarted from the first epoch)
 
 
+class CvPlan(_Part):
+    """A cross-validation or ensemble directory's plan: its fold runs live under folds/ (dlrun/folds/)."""
+
+    folds: int
+    repeats: int = 1
+    ensemble: bool = False  # the fold models are served together as one predictor
+    members: list[str] = []  # the fold runs, relative to the directory, once every one has completed
+
+
 class RunRecord(_Part):
     """What run.json holds. The status comes first and is written before anything else the run writes."""
 
@@ -61,6 +70,7 @@ class RunRecord(_Part):
     warnings: list[str] = []  # training-health warnings, plots or report that failed
     overfitting: dict[str, Any] | None = None  # {"epoch": where validation loss began rising, "message": ...}
     sweep: dict[str, Any] | None = None  # the sweep, trial and parameters a trial's run belongs to
+    cv: CvPlan | None = None  # set on a `dlrun cv` directory or an ensemble (train.ensemble); its folds are runs
 
     def updated(self, **changes: Any) -> "RunRecord":
         """A copy with `changes` applied and checked (a record is never edited in place)."""
