@@ -164,7 +164,34 @@ class _OnlyInFold(Callback):
             self.inner.on_epoch_end(state, row)
 
 
+# ---- sweeps scored on folds -------------------------------------------------------------------------
+def test_a_sweep_with_cv_folds_scores_each_trial_by_the_mean_over_folds_and_only_the_pick_on_test(tmp_path, regression_csv):
+    from dlrun.sweeps.driver import sweep
+
+    cfg = config({"path": str(regression_csv), "target": "price"}, name="houses", train={"epochs": 3},
+                 search={"space": {"optimizer.lr": {"choice": [0.003, 0.03]}}, "sampler": "grid", "cv_folds": 2,
+                         "objective": "val_rmse"})
+    summary = sweep(cfg, tmp_path / "runs")
+    trials = summary.trials.set_index("trial")
+    assert len(trials) == 2
+    for number, row in trials.iterrows():
+        trial_dir = tmp_path / "runs" / "sweeps" / "houses" / row["run_dir"]
+        plan = read_record(trial_dir).cv
+        assert plan.folds == 2 and plan.ensemble and not plan.score_test
+        fold_values = []
+        for member in plan.members:
+            history = pd.read_csv(trial_dir / member / layout.HISTORY)
+            best = read_record(trial_dir / member).best_epoch
+            fold_values.append(history.loc[history["epoch"] == best, "val_rmse"].iloc[0])
+            assert "test" not in json.loads((trial_dir / member / layout.METRICS).read_text())
+        assert row["objective"] == pytest.approx(np.mean(fold_values))
+        # the pick (the fold models as one predictor) is scored on test once, by the sweep; the other never
+        assert (trial_dir / layout.EVALUATION).is_file() == (number == summary.best["trial"])
+    assert summary.best["test"]["price"]["rmse"] > 0
+
+
 # ---- the real CLI ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cv_and_an_ensemble_through_the_cli(tmp_path, make_config):
     make_classification_frame(120).to_csv(tmp_path / "pets.csv", index=False)
     make_regression_frame(90).to_csv(tmp_path / "houses.csv", index=False)

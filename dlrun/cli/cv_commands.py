@@ -138,7 +138,7 @@ def cv_tables(summary: dict, units: dict[str, str]) -> list[Table]:
                    *(["test, ensemble"] if "ensemble_test" in summary else [])]
         table = Table(*columns, title=f"target: {escape(target)}; {n} fold runs (val: each fold's held-out rows)")
         for name, val in metrics.items():
-            test = summary["test"][target][name]
+            test = summary.get("test", {}).get(target, {}).get(name, {"mean": None, "std": None})
             low, high = val["ci95"]
             row = [escape(metric_label(name, target, units)), f"{fmt(val['mean'])} ± {fmt(val['std'])}",
                    f"[{fmt(low)}, {fmt(high)}]", fmt(summary["out_of_fold"][target][name]),

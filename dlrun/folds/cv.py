@@ -69,11 +69,12 @@ class CvResult:
 def cross_validate(cfg: Config, runs_dir: Path | str = "runs", folds: int | None = None, repeats: int = 1,
                    ensemble: bool = False, callbacks: Sequence[Callback] = (),
                    on_fold: Optional[Callable[[int, int, int, int], None]] = None,
-                   warn: Optional[Callable[[str], None]] = None) -> CvResult:
+                   warn: Optional[Callable[[str], None]] = None, score_test: bool = True) -> CvResult:
     """Train one run per fold (and repeat) under a new directory, then summarise; see the module docstring.
 
     folds defaults to train.ensemble.folds, else 5; `ensemble` (or train.ensemble in the config) serves the fold
-    models as one predictor. on_fold(repeat, fold, repeats, folds) hears each fold start; warn the data warnings."""
+    models as one predictor. on_fold(repeat, fold, repeats, folds) hears each fold start; warn the data warnings.
+    score_test=False leaves the test split unscored (a sweep's trial: only the final pick is scored on it)."""
     ensemble = ensemble or cfg.train.ensemble is not None
     folds = folds or (cfg.train.ensemble.folds if cfg.train.ensemble else 5)
     check_plan(cfg, folds, repeats)
@@ -84,14 +85,15 @@ def cross_validate(cfg: Config, runs_dir: Path | str = "runs", folds: int | None
         fold_numbers(dataset.frame, dataset.split, cfg.data, _class_target(dataset), cfg.seed, folds, repeat)
     for line in dataset.warnings if warn else ():
         warn(line)
-    train_section = resolved.train.model_copy(update={"ensemble": {"folds": folds} if ensemble else None})
-    resolved = validate_config(resolved.model_copy(update={"train": train_section}).model_dump(mode="json"))
+    raw = resolved.model_dump(mode="json")
+    raw["train"]["ensemble"] = {"folds": folds} if ensemble else None
+    resolved = validate_config(raw, source="cv config")
     prep = Preprocessor(resolved.preprocess, dataset.features, dataset.targets, dataset.tasks, dataset.columns)
     prep.fit(dataset.frame.loc[dataset.split != "test"])  # the directory's schema: never trains a fold
     cv_dir = create_run_dir(Path(runs_dir), resolved.name)
     record = RunRecord(status="running", started=now(), ended=None, name=resolved.name,
                        data_source=resolved.data.dataset or resolved.data.path, seed=resolved.seed, **environment(),
-                       cv=CvPlan(folds=folds, repeats=repeats, ensemble=ensemble))
+                       cv=CvPlan(folds=folds, repeats=repeats, ensemble=ensemble, score_test=score_test))
     try:
         write_config(cv_dir, resolved)
         write_record(cv_dir, record)
@@ -171,6 +173,17 @@ def _run(cv_dir: Path, callbacks: Sequence[Callback], on_fold) -> CvResult:
         return result
 
 
+def mean_best(result: CvResult, column: str) -> float:
+    """The mean over the fold runs of a metrics.csv column at each run's best epoch (a sweep's cv objective)."""
+    import pandas as pd
+
+    values = []
+    for run in result.folds:
+        history = pd.read_csv(run.run_dir / layout.HISTORY)
+        values.append(float(history.loc[history["epoch"] == run.best_epoch, column].iloc[0]))
+    return float(np.mean(values))
+
+
 def _best_values(fold_runs: list[FoldRun]) -> dict[str, Any]:
     """The folds' monitored metric and its mean best value, for `dlrun runs`' validation column."""
     records = [read_record(run.run_dir) for run in fold_runs]
@@ -189,7 +202,8 @@ def _fold_run(cv_dir: Path, cfg: Config, plan: CvPlan, repeat: int, fold: int, c
         shutil.rmtree(found)  # stopped before its config was written: nothing to resume, start it again
         found = None
     if found is None:
-        run_dir = train(member_config(cfg, repeat, fold, plan), cv_dir / layout.FOLDS, callbacks=callbacks).run_dir
+        run_dir = train(member_config(cfg, repeat, fold, plan), cv_dir / layout.FOLDS, callbacks=callbacks,
+                        score_test=plan.score_test).run_dir
     elif status != "completed":
         run_dir = resume(found, callbacks=callbacks).run_dir
     else:
@@ -209,14 +223,14 @@ def _summarise(cv_dir: Path, cfg: Config, plan: CvPlan, fold_runs: list[FoldRun]
     summary: dict[str, Any] = {
         "folds": plan.folds, "repeats": plan.repeats, "ensemble": plan.ensemble,
         "val": over_folds([run.metrics["val"] for run in fold_runs]),
-        "test": over_folds([run.metrics["test"] for run in fold_runs]),
+        **({"test": over_folds([run.metrics["test"] for run in fold_runs])} if plan.score_test else {}),
         "out_of_fold": oof_scores,
         "runs": [{"repeat": run.repeat, "fold": run.fold, "run": member, "best_epoch": run.best_epoch,
                   "epochs": run.epochs_run} for run, member in zip(fold_runs, members)],
     }
     ensemble_metrics = None
     write_record(cv_dir, read_record(cv_dir).updated(cv=plan.model_copy(update={"members": members})))
-    if plan.ensemble:
+    if plan.ensemble and plan.score_test:
         ensemble_metrics = _score_ensemble(cv_dir, cfg, fold_runs)
         summary["ensemble_test"] = ensemble_metrics
     write_json(cv_dir / layout.CV_SUMMARY, summary)

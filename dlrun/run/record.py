@@ -38,6 +38,7 @@ class CvPlan(_Part):
     folds: int
     repeats: int = 1
     ensemble: bool = False  # the fold models are served together as one predictor
+    score_test: bool = True  # False for a sweep's cross-validated trial: test is scored for the final pick only
     members: list[str] = []  # the fold runs, relative to the directory, once every one has completed
 
 
