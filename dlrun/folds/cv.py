@@ -91,6 +91,7 @@ def cross_validate(cfg: Config, runs_dir: Path | str = "runs", folds: int | None
     prep = Preprocessor(resolved.preprocess, dataset.features, dataset.targets, dataset.tasks, dataset.columns)
     prep.fit(dataset.frame.loc[dataset.split != "test"])  # the directory's schema: never trains a fold
     cv_dir = create_run_dir(Path(runs_dir), resolved.name)
+    (cv_dir / layout.CHECKPOINTS).rmdir()  # the weights live in each fold's run
     record = RunRecord(status="running", started=now(), ended=None, name=resolved.name,
                        data_source=resolved.data.dataset or resolved.data.path, seed=resolved.seed, **environment(),
                        cv=CvPlan(folds=folds, repeats=repeats, ensemble=ensemble, score_test=score_test))
@@ -108,8 +109,11 @@ def resume_cv(cv_dir: Path | str, callbacks: Sequence[Callback] = (),
               on_fold: Optional[Callable[[int, int, int, int], None]] = None) -> CvResult:
     """Continue a stopped cv or ensemble directory: finished folds are kept, the others resumed or trained."""
     cv_dir = Path(cv_dir)
-    if read_record(cv_dir).cv is None:
+    record = read_record(cv_dir)
+    if record.cv is None:
         raise RunError(f"{cv_dir} is not a cross-validation directory (its run.json has no cv plan)")
+    if record.status == "completed":
+        raise RunError(f"{cv_dir} has already completed; start a new one with dlrun cv CONFIG")
     return _run(cv_dir, callbacks, on_fold)
 
 
