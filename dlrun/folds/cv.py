@@ -219,9 +219,12 @@ def _fold_run(cv_dir: Path, cfg: Config, plan: CvPlan, repeat: int, fold: int, c
 def _summarise(cv_dir: Path, cfg: Config, plan: CvPlan, fold_runs: list[FoldRun]) -> CvResult:
     """cv.json, oof_predictions.csv, the learning-curves plot and, for an ensemble, its test scores and predictions."""
     prep = open_run_files(cv_dir).prep
-    opened = [(run.repeat, run.fold, open_run(run.run_dir), load_dataset(read_config(run.run_dir).data, cfg.seed,
-                                                                         tasks=prep.tasks)) for run in fold_runs]
-    oof, oof_scores = out_of_fold(prep, opened)
+    dataset = load_dataset(cfg.data, cfg.seed, tasks=prep.tasks)  # read once: each fold's rows are picked from it
+    fold_of = {repeat: fold_numbers(dataset.frame, dataset.split, cfg.data, _class_target(dataset), cfg.seed,
+                                    plan.folds, repeat - 1) for repeat in range(1, plan.repeats + 1)}
+    opened = [(run.repeat, run.fold, open_run(run.run_dir), dataset.frame.loc[fold_of[run.repeat] == run.fold])
+              for run in fold_runs]
+    oof, oof_scores = out_of_fold(prep, opened, dataset.features + dataset.targets)
     write_csv(cv_dir / layout.OOF_PREDICTIONS, oof)
     members = [str(run.run_dir.relative_to(cv_dir)) for run in fold_runs]
     summary: dict[str, Any] = {
@@ -235,7 +238,7 @@ def _summarise(cv_dir: Path, cfg: Config, plan: CvPlan, fold_runs: list[FoldRun]
     ensemble_metrics = None
     write_record(cv_dir, read_record(cv_dir).updated(cv=plan.model_copy(update={"members": members})))
     if plan.ensemble and plan.score_test:
-        ensemble_metrics = _score_ensemble(cv_dir, cfg, fold_runs)
+        ensemble_metrics = _score_ensemble(cv_dir, dataset, fold_runs)
         summary["ensemble_test"] = ensemble_metrics
     write_json(cv_dir / layout.CV_SUMMARY, summary)
     warnings = []
@@ -249,11 +252,10 @@ def _summarise(cv_dir: Path, cfg: Config, plan: CvPlan, fold_runs: list[FoldRun]
     return CvResult(cv_dir, cfg, fold_runs, summary, ensemble_metrics, warnings)
 
 
-def _score_ensemble(cv_dir: Path, cfg: Config, fold_runs: list[FoldRun]) -> dict[str, dict[str, float]]:
+def _score_ensemble(cv_dir: Path, dataset: Dataset, fold_runs: list[FoldRun]) -> dict[str, dict[str, float]]:
     """metrics.json: the averaged model on test beside each fold model's test score; predictions.csv and the
     confusion matrices of the averaged model, as a single run writes them."""
     predictor = open_predictor(cv_dir)
-    dataset = load_dataset(cfg.data, cfg.seed, tasks=predictor.prep.tasks)
     test = dataset.part("test")
     outputs = predictor.outputs(test)
     truth = {t: torch.tensor(v, device=predictor.device) for t, v in predictor.prep.transform_targets(test).items()}

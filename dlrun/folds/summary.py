@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from dlrun.data.load import Dataset
 from dlrun.data.preprocess import Preprocessor
 from dlrun.folds.predictor import MIN_PROBABILITY, member_outputs
 from dlrun.metrics.score import score
@@ -39,22 +38,23 @@ def over_folds(per_fold: Sequence[Metrics]) -> dict[str, dict[str, dict[str, Any
             for target in first}
 
 
-def out_of_fold(prep: Preprocessor, folds: Sequence[tuple[int, int, FittedRun, Dataset]]) -> tuple[pd.DataFrame, Metrics]:
-    """Every fold's validation rows predicted by that fold's model, in real units: a frame with repeat, fold and row
-    (the row's position among the rows with a target) before the rows and their predictions; and the pooled
-    out-of-fold score of every repeat, averaged over repeats. `prep` is the directory's (fitted on every non-test row)."""
+def out_of_fold(prep: Preprocessor, folds: Sequence[tuple[int, int, FittedRun, pd.DataFrame]],
+                columns: list[str]) -> tuple[pd.DataFrame, Metrics]:
+    """Every fold's validation rows (repeat, fold, its model, the rows) predicted by that fold's model, in real
+    units: a frame with repeat, fold and row (the row's position among the rows with a target) before the rows'
+    `columns` and their predictions; and the pooled out-of-fold score of every repeat, averaged over repeats.
+    `prep` is the directory's (fitted on every non-test row)."""
     frames, scores = [], []
     for repeat in sorted({r for r, _, _, _ in folds}):
         outputs, truth = [], []
-        for r, fold, member, dataset in folds:
+        for r, fold, member, rows in folds:
             if r != repeat:
                 continue
-            rows = dataset.part("val")
             mapped = member_outputs(prep, member, rows)
             logits = {t: v.clamp(min=MIN_PROBABILITY).log() if prep.is_classification(t) else v for t, v in mapped.items()}
             outputs.append(logits)
             truth.append({t: torch.tensor(v) for t, v in prep.transform_targets(rows).items()})
-            predictions = with_predictions(rows[dataset.features + dataset.targets], prediction_frame(prep, logits))
+            predictions = with_predictions(rows[columns], prediction_frame(prep, logits))
             predictions.insert(0, "row", rows.index.to_numpy())
             predictions.insert(0, "fold", fold)
             predictions.insert(0, "repeat", repeat)
