@@ -153,6 +153,17 @@ def test_an_interrupted_cv_says_so_and_resumes_keeping_the_finished_folds(tmp_pa
     assert [f.fold for f in result.folds] == [1, 2] and read_record(member_dir(cv_dir, 1, 2, 1)).resumed
 
 
+def test_fold_models_start_from_their_own_seeds_on_the_directorys_rows(tmp_path):
+    cfg = config({"dataset": "synthetic", "synthetic": {"n_samples": 80}}, train={"epochs": 1}, seed=3)
+    result = cross_validate(cfg, tmp_path / "runs", folds=2)
+    seeds = [read_record(fold.run_dir).seed for fold in result.folds]
+    assert len(set(seeds)) == 2 and 3 not in seeds
+    plain = load_dataset(cfg.data, 3)
+    for fold in result.folds:  # the synthetic rows are generated, and split, from the directory's seed
+        member = load_dataset(validate_config(_config_of(fold.run_dir)).data, read_record(fold.run_dir).seed)
+        assert member.frame.equals(plain.frame) and ((member.split == "test") == (plain.split == "test")).all()
+
+
 class _OnlyInFold(Callback):
     """Passes hooks to `inner` during fold 2 only."""
 

@@ -36,6 +36,10 @@ class FoldConfig(_Section):
     k: int = Field(5, ge=2, le=100, description="Folds the non-test rows are cut into.")
     index: int = Field(1, ge=1, le=100, description="The fold this run validates on (1..k); the others train.")
     repeat: int = Field(0, ge=0, le=1000, description="Which repetition of the k folds (each reshuffles the rows into folds).")
+    split_seed: Optional[int] = Field(
+        None, ge=0, le=2**63 - 1,
+        description="Seeds the test split and the folds instead of `seed`, which then seeds only the weights, shuffling and dropout (each fold model starts differently; null: `seed`).",
+    )
 
     @model_validator(mode="after")
     def _index_in_range(self) -> "FoldConfig":

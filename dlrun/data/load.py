@@ -55,6 +55,8 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
 
     `tasks`, when given (a fitted run), replaces inference so eval sees exactly what training saw.
     """
+    if cfg.split.fold is not None and cfg.split.fold.split_seed is not None:
+        seed = cfg.split.fold.split_seed  # a fold model's own seed starts its weights; its rows are the cv's
     frame = read_frame(cfg, seed)
     targets, drop = resolve_targets(cfg)
     for column in targets:

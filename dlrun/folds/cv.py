@@ -44,6 +44,7 @@ from dlrun.run.runner import check_against_tasks, resolve, resume, train
 from dlrun.training.state import Callback
 
 MAX_FOLDS, MAX_REPEATS = 50, 20
+MEMBER_SEED_STEP = 1_000_003  # fold model n trains with seed + n * this
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,10 @@ def member_config(cfg: Config, repeat: int, fold: int, plan: CvPlan) -> Config:
     """The fold's config: the directory's, with data.split.fold set and no ensemble (a fold is one model)."""
     raw = cfg.model_dump(mode="json")
     raw["name"] = member_name(repeat, fold, plan.repeats)
-    raw["data"]["split"]["fold"] = {"k": plan.folds, "index": fold, "repeat": repeat - 1}
+    # Its own seed for the weights, shuffling and dropout (members that start alike agree more and average to less);
+    # split_seed keeps the test rows and folds of the directory's seed.
+    raw["seed"] = (cfg.seed + MEMBER_SEED_STEP * ((repeat - 1) * plan.folds + fold)) % 2**63
+    raw["data"]["split"]["fold"] = {"k": plan.folds, "index": fold, "repeat": repeat - 1, "split_seed": cfg.seed}
     raw["train"]["ensemble"] = None
     return validate_config(raw, source=f"fold {fold}")
 
