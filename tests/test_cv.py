@@ -175,6 +175,33 @@ class _OnlyInFold(Callback):
             self.inner.on_epoch_end(state, row)
 
 
+# ---- the ensemble as one model ----------------------------------------------------------------------
+def test_a_classification_ensemble_averages_its_members_probabilities_and_reports_as_one_run(tmp_path):
+    import torch
+
+    from dlrun.folds.predictor import open_predictor
+    from dlrun.run.report import build_report
+
+    make_classification_frame(90).to_csv(tmp_path / "pets.csv", index=False)
+    cfg = config({"path": str(tmp_path / "pets.csv"), "target": "species"}, train={"epochs": 3, "ensemble": {"folds": 2}})
+    result = cross_validate(cfg, tmp_path / "runs")
+    predictor = open_predictor(result.cv_dir)
+    assert predictor.is_ensemble and len(predictor.members) == 2
+    rows = load_dataset(cfg.data, cfg.seed).part("test")
+    proba = predictor.outputs(rows)["species"].softmax(dim=1)
+    classes = [str(c) for c in predictor.prep.classes("species")]
+    expected = torch.zeros_like(proba, dtype=torch.float64)
+    for member in predictor.members:
+        out = open_predictor(member.run_dir).outputs(rows)["species"].double().softmax(dim=1)
+        for k, name in enumerate(member.prep.classes("species")):
+            expected[:, classes.index(str(name))] += out[:, k] / 2
+    assert proba.double().numpy() == pytest.approx(expected.numpy(), abs=1e-6)
+    assert json.loads((result.cv_dir / layout.METRICS).read_text())["test"] == result.ensemble_metrics
+    report = build_report(result.cv_dir)
+    page = report.path.read_text()
+    assert "learning_curves.png" in page and "confusion_species.png" in page
+
+
 # ---- sweeps scored on folds -------------------------------------------------------------------------
 def test_a_sweep_with_cv_folds_scores_each_trial_by_the_mean_over_folds_and_only_the_pick_on_test(tmp_path, regression_csv):
     from dlrun.sweeps.driver import sweep
