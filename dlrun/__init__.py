@@ -13,6 +13,8 @@ _LAZY = {
     "resume": "dlrun.run.runner",
     "check": "dlrun.probe.check",
     "sweep": "dlrun.sweeps.driver",
+    "cross_validate": "dlrun.folds.cv",
+    "open_predictor": "dlrun.folds.predictor",
     "DlrunError": "dlrun.core.errors",
     "build_report": "dlrun.run.report",
     "list_runs": "dlrun.run.listing",

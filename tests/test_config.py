@@ -282,7 +282,9 @@ def test_describe_schema_covers_every_key():
     # the optional sections are filled in (search, tracking.mlflow), one searched key standing for any (`<key>`)
     search = {"space": {"lr": {"uniform": [0.1, 0.2]}}}
     tracking = {"mlflow": {"uri": "sqlite:///mlflow.db"}}
-    dumped = leaf_keys(validate_config({"data": ANIMALS, "search": search, "tracking": tracking}).model_dump())
+    # so are the optional data.split.fold and train.ensemble sections
+    filled = {"data": {**ANIMALS, "split": {"fold": {"k": 2, "index": 1}}}, "train": {"ensemble": {"folds": 2}}}
+    dumped = leaf_keys(validate_config({**filled, "search": search, "tracking": tracking}).model_dump())
     assert set(described) == {key.replace("search.space.lr.", "search.space.<key>.") for key in dumped}
 
 

@@ -10,8 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "dlrun"
 # The pipeline, lowest first: a folder may import its own modules and those of folders before it, never after.
-STAGES = ["core", "config", "data", "model", "metrics", "training", "run", "inference", "export", "serve", "probe", "sweeps",
-          "cli"]
+STAGES = ["core", "config", "data", "model", "metrics", "training", "run", "folds", "inference", "export", "serve", "probe",
+          "sweeps", "cli"]
 MAX_LINES = 400
 
 

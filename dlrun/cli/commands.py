@@ -37,8 +37,11 @@ def train(
     current epoch with last.pt saved (exit 130) and prints the command that resumes it."""
     from dlrun.config.load import load_config
     from dlrun.core.errors import ConfigError
+    from dlrun.cli.cv_commands import train_folds_if_asked
     from dlrun.run.torchrun import rank_zero_reports, silence_other_ranks, train_in_processes
 
+    if (config is None) != (resume is None) and train_folds_if_asked(config, set_, runs_dir, device, resume):
+        return  # train.ensemble, or a cv directory to resume: its fold runs train as `dlrun cv` trains them
     silence_other_ranks()  # under torchrun, rank 0 alone prints
 
     def run():

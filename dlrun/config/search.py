@@ -95,6 +95,10 @@ class SearchConfig(_Section):
         "auto", description="Stops hopeless trials from their per-epoch objective: auto (median for tpe and random, none "
                             "for grid: a grid means every point), none, median or successive_halving.")
     prune_warmup_epochs: int = Field(5, ge=0, description="Epochs every trial trains before it may be pruned.")
+    cv_folds: Optional[int] = Field(
+        None, ge=2, le=20,
+        description="Score each trial by its objective's mean over this many cross-validation folds instead of one validation split (no pruning; k times the training).",
+    )
 
     @model_validator(mode="after")
     def _grid_needs_points(self) -> "SearchConfig":

@@ -13,7 +13,7 @@ import pandas as pd
 
 from dlrun.config.schema import DataConfig
 from dlrun.core.errors import DataError
-from dlrun.data import cells
+from dlrun.data import cells, splits
 from dlrun.data.clean import learn_columns
 from dlrun.data.columns import ColumnDecision, decide_columns, warnings_for
 
@@ -55,6 +55,8 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
 
     `tasks`, when given (a fitted run), replaces inference so eval sees exactly what training saw.
     """
+    if cfg.split.fold is not None and cfg.split.fold.split_seed is not None:
+        seed = cfg.split.fold.split_seed  # a fold model's own seed starts its weights; its rows are the cv's
     frame = read_frame(cfg, seed)
     targets, drop = resolve_targets(cfg)
     for column in targets:
@@ -317,14 +319,37 @@ def _require_column(frame: pd.DataFrame, column: str, field: str) -> None:
 
 
 def assign_split(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], tasks: dict[str, str], seed: int) -> np.ndarray:
-    """Label each row train/val/test, from a split column or by seeded fractions, stratified on the first class target."""
-    if cfg.split.column is not None:
-        return _split_from_column(frame, cfg.split.column)
-    rng = np.random.default_rng(seed)
+    """Label each row train/val/test, from a split column or by seeded fractions, stratified on the first class target;
+    whole groups or time order with data.split.group / order, and one cv fold's rows with data.split.fold (splits.py)."""
     class_target = next((t for t in targets if tasks[t] == "classification"), None)
+    for column, key in ((cfg.split.group, "data.split.group"), (cfg.split.order, "data.split.order")):
+        if column is not None:
+            _require_column(frame, column, key)
+    split = _split_from_column(frame, cfg.split.column) if cfg.split.column is not None else _split_by_fractions(
+        frame, cfg, class_target, seed)
+    return splits.fold_split(frame, split, cfg, class_target, seed) if cfg.split.fold is not None else split
+
+
+def _split_by_fractions(frame: pd.DataFrame, cfg: DataConfig, class_target: str | None, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    fractions = (cfg.split.val, cfg.split.test)
+    if cfg.split.order is not None:
+        split = splits.ordered_split(splits.order_values(frame, cfg.split.order), fractions)
+    elif cfg.split.group is not None:
+        split = splits.grouped_split(splits.group_values(frame, cfg.split.group), fractions, rng)
+    else:
+        split = _stratified_split(frame, class_target, fractions, rng)
+    for name in SPLITS:
+        if not np.any(split == name):
+            raise DataError(f"the {name} split is empty: {len(frame)} rows are too few for data.split {fractions}"
+                            + (f" in whole groups of {cfg.split.group!r}" if cfg.split.group else ""))
+    return split
+
+
+def _stratified_split(frame: pd.DataFrame, class_target: str | None, fractions: tuple[float, float],
+                      rng: np.random.Generator) -> np.ndarray:
     groups = frame[class_target].astype(str).to_numpy() if class_target else np.zeros(len(frame), dtype=int)
     split = np.empty(len(frame), dtype=object)
-    fractions = (cfg.split.val, cfg.split.test)
     for group in pd.unique(groups):
         rows = rng.permutation(np.flatnonzero(groups == group))
         n_val, n_test = (int(round(len(rows) * fraction)) for fraction in fractions)
@@ -333,9 +358,6 @@ def assign_split(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], tasks
         split[rows[:n_val]] = "val"
         split[rows[n_val : n_val + n_test]] = "test"
         split[rows[n_val + n_test :]] = "train"
-    for name in SPLITS:
-        if not np.any(split == name):
-            raise DataError(f"the {name} split is empty: {len(frame)} rows are too few for data.split {fractions}")
     return split
 
 

@@ -264,6 +264,10 @@ class Preprocessor:
 
         return torch.from_numpy(invert_scaler(state, scaled.double().cpu().numpy())).to(scaled.device)
 
+    def to_scaled_units(self, target: str, values: np.ndarray) -> np.ndarray:
+        """Regression values in the target's own units, scaled as training scaled it (the inverse of to_original_units)."""
+        return self._scale_target(self.targets_[target], np.asarray(values, dtype=float))
+
     def regression_scale(self, target: str) -> float:
         """The target's training standard deviation: one scaled unit in the target's own units."""
         return self.targets_[target]["std"]

@@ -9,7 +9,7 @@ from dlrun.core.errors import ConfigError
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
 from dlrun.inference.schema import describe_run
 from dlrun.run import layout
-from dlrun.run.directory import open_run
+from dlrun.folds.predictor import open_predictor
 
 FORMATS = ("onnx",)
 TEXT_MATCHING = ("text cells are matched exactly to the spellings training saw (categories and the spellings merged "
@@ -45,7 +45,12 @@ def export_run(run_dir: Path, output: Path | None = None, format: str = "onnx") 
     require_packages("onnx", command="dlrun export")
     from dlrun.export.onnx_model import IR_VERSION, OPSET, build_onnx, require_exportable
 
-    run = open_run(run_dir, "cpu")  # map_location: a run trained on a GPU exports on a machine without one
+    predictor = open_predictor(run_dir, "cpu")  # map_location: a run trained on a GPU exports on a machine without one
+    if predictor.is_ensemble:  # each member has its own preprocessing: one graph per member would be needed
+        raise ConfigError(f"{run_dir} is an ensemble of {len(predictor.members)} fold models, which dlrun export does not "
+                          f"write as one ONNX file yet; export one member's run (its folds/ folder), or serve the "
+                          f"ensemble with dlrun serve")
+    run = predictor.members[0]
     require_exportable(run.prep)
     model_bytes = build_onnx(run.prep, run.model)
     output = Path(output) if output else Path(run_dir) / layout.ONNX_MODEL

@@ -12,15 +12,15 @@ import pandas as pd
 import torch
 
 from dlrun.run import layout
-from dlrun.run.directory import FittedRun, now, open_run
+from dlrun.run.directory import now
+from dlrun.folds.predictor import Predictor, open_predictor
 from dlrun.data.audit import RowCheck, check_rows, new_row_chunks, require_clean
 from dlrun.data.load import load_dataset
 from dlrun.core.errors import ConfigError
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
 from dlrun.metrics.score import score
-from dlrun.data.tensors import to_split
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
-from dlrun.model.forward import EVAL_CHUNK_ROWS, forward_split
+from dlrun.model.forward import EVAL_CHUNK_ROWS
 
 # Rows read, scored and written at a time by predict and eval --data: memory stays flat however long the CSV.
 # A multiple of forward_split's chunk, so every row meets the model in the same batch as in one whole pass.
@@ -71,7 +71,10 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
     not trained on are an error naming them, and nothing is written."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"--split must be train, val or test, got {split!r}")
-    run = open_run(run_dir, device)
+    run = open_predictor(run_dir, device)
+    if run.is_ensemble and data is None and split != "test":
+        raise ConfigError(f"--split {split}: every row outside the test split trained some of this ensemble's fold "
+                          "models, so only --split test (or --data) scores it on rows it never saw")
     output = Path(output) if output else Path(run_dir) / layout.EVALUATION
     with _writing(output):
         target_file = path_to_replace(output)
@@ -100,13 +103,12 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
                       run.checkpoint_epoch, rows_check)
 
 
-def _scored(run: FittedRun, frames: Iterable[pd.DataFrame]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _scored(run: Predictor, frames: Iterable[pd.DataFrame]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Model outputs and encoded targets of every row, chunk by chunk: only these small tensors are kept, not the rows."""
     outputs, targets = [], []
     for frame in frames:
-        rows = to_split(run.prep, frame, run.device)
-        outputs.append(forward_split(run.model, rows.X))
-        targets.append(rows.y)
+        outputs.append(run.outputs(frame))
+        targets.append({t: torch.tensor(v, device=run.device) for t, v in run.prep.transform_targets(frame).items()})
     joined = lambda parts: {name: torch.cat([part[name] for part in parts]) for name in parts[0]}  # noqa: E731
     return joined(outputs), joined(targets)
 
@@ -116,7 +118,7 @@ def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: 
     """Write the input rows exactly as given plus prediction columns, CHUNK_ROWS rows at a time; extra input columns
     are kept, column order does not matter. With `strict`, rows holding anything the model was not trained on are an
     error naming them (checked in a first pass over the file, so nothing is written)."""
-    run: FittedRun = open_run(run_dir, device)
+    run = open_predictor(run_dir, device)
     if strict:
         require_clean(RowCheck.combined([check for _, _, check in new_row_chunks(run.prep, input_csv, CHUNK_ROWS, with_text=False)]),
                       str(input_csv))
@@ -146,14 +148,13 @@ def _kept(chunks: Iterable[tuple[Any, Any, RowCheck]], checks: list[RowCheck]) -
         yield chunk
 
 
-def predict_rows(run: FittedRun, rows: pd.DataFrame) -> tuple[pd.DataFrame, RowCheck]:
+def predict_rows(run: Predictor, rows: pd.DataFrame) -> tuple[pd.DataFrame, RowCheck]:
     """Prediction columns for rows already in memory (a request to `dlrun serve`), read and checked as predict reads
     a CSV's rows: a cell a column's role cannot read is a DataError naming the row (from 1) and column."""
     cleaned, check = check_rows(run.prep, rows)
     return _prediction_chunk(run, cleaned), check
 
 
-def _prediction_chunk(run: FittedRun, frame: pd.DataFrame) -> pd.DataFrame:
+def _prediction_chunk(run: Predictor, frame: pd.DataFrame) -> pd.DataFrame:
     """Prediction columns for one chunk of input rows."""
-    X = torch.from_numpy(run.prep.transform_features(frame)).to(run.device)  # (n_rows, n_features_out)
-    return prediction_frame(run.prep, forward_split(run.model, X))
+    return prediction_frame(run.prep, run.outputs(frame))

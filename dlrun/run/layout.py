@@ -25,6 +25,11 @@ BEST_CHECKPOINT = f"{CHECKPOINTS}/best.pt"  # the weights `eval` and `predict` s
 TENSORBOARD = "tensorboard"  # event files, with tracking.tensorboard on
 PLOTS = "plots"
 DROPOUT_PLOT = f"{PLOTS}/dropout.png"  # drawn on request by `dlrun explain dropout`
+# A cross-validation (or ensemble) directory: a normal run directory per fold under FOLDS, and the summaries
+FOLDS = "folds"
+CV_SUMMARY = "cv.json"  # every metric's mean, std and 95% interval over the folds
+OOF_PREDICTIONS = "oof_predictions.csv"  # every non-test row's prediction by the fold model that did not train on it
+LEARNING_CURVES_PLOT = f"{PLOTS}/learning_curves.png"  # per-fold train and validation loss
 
 
 def confusion_file(target: str) -> str:

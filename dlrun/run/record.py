@@ -37,6 +37,16 @@ class Tracked(_Part):
     tensorboard: str | None = None  # the event files' folder, relative to the run directory
 
 
+class CvPlan(_Part):
+    """A cross-validation or ensemble directory's plan: its fold runs live under folds/ (dlrun/folds/)."""
+
+    folds: int
+    repeats: int = 1
+    ensemble: bool = False  # the fold models are served together as one predictor
+    score_test: bool = True  # False for a sweep's cross-validated trial: test is scored for the final pick only
+    members: list[str] = []  # the fold runs, relative to the directory, once every one has completed
+
+
 class RunRecord(_Part):
     """What run.json holds. The status comes first and is written before anything else the run writes."""
 
@@ -68,6 +78,7 @@ class RunRecord(_Part):
     overfitting: dict[str, Any] | None = None  # {"epoch": where validation loss began rising, "message": ...}
     sweep: dict[str, Any] | None = None  # the sweep, trial and parameters a trial's run belongs to
     tracking: Tracked | None = None  # where the run is tracked live (config's tracking section); older runs lack it
+    cv: CvPlan | None = None  # set on a `dlrun cv` directory or an ensemble (train.ensemble); its folds are runs
 
     def updated(self, **changes: Any) -> "RunRecord":
         """A copy with `changes` applied and checked (a record is never edited in place)."""

@@ -33,6 +33,7 @@ CAPTIONS = {
     "regression": "Test split in the target's own units: predictions against the truth, and the residuals.",
     "diagnostics": "Per layer and epoch: gradient norm on a fixed training batch, weight norm, how far the weights "
                    "moved during the epoch relative to their size, dead ReLU units on a fixed validation batch.",
+    "learning": "Each fold's training and validation loss per epoch (cross-validation or ensemble); dots: best epochs.",
     "dropout": "From `dlrun explain dropout`: validation rows through the model with dropout on (dots) and off (bars).",
 }
 STYLE = """
@@ -80,8 +81,9 @@ def build_report(run_dir: Path | str) -> Report:
     plots = write_plots(run_dir, tasks, units, record.best_epoch, weights)
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
-    dropout = run_dir / layout.DROPOUT_PLOT  # drawn on request by `dlrun explain dropout`, shown once it exists
-    pictures = plots.paths + ([dropout] if dropout.is_file() else [])
+    # drawn on request by `dlrun explain dropout`, and by a cv or ensemble directory: shown once they exist
+    extra = [run_dir / name for name in (layout.DROPOUT_PLOT, layout.LEARNING_CURVES_PLOT)]
+    pictures = plots.paths + [path for path in extra if path.is_file()]
     page = render(run_dir, record, metrics, units, config_text, pictures, warnings)
     write_text(run_dir / layout.REPORT, page)
     return Report(run_dir / layout.REPORT, plots.paths, warnings)

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from dlrun.core.errors import DlrunError
 from dlrun.inference.batch import predict_rows
 from dlrun.inference.schema import describe_run
-from dlrun.run.directory import FittedRun, open_run
+from dlrun.folds.predictor import Predictor, open_predictor
 from dlrun.serve.page import form_page
 from dlrun.serve.requests import PredictRequest, TooManyRows, describe_validation_error, request_frame
 
@@ -27,7 +27,7 @@ DEFAULT_MAX_ROWS = 1000
 
 def create_app(run_dir: Path, max_rows: int = DEFAULT_MAX_ROWS) -> FastAPI:
     """The application for one run; opening the run (on the CPU, weights_only) raises RunError before any serving."""
-    run: FittedRun = open_run(run_dir, "cpu")  # map_location: a GPU-trained run serves on a machine without one
+    run: Predictor = open_predictor(run_dir, "cpu")  # map_location: a GPU-trained run serves on a machine without one
     schema = {"run": Path(run_dir).name, "max_rows": max_rows, **describe_run(run.prep, dict(run.cfg.data.units))}
     page = form_page(schema)
     app = FastAPI(title=f"dlrun: {Path(run_dir).name}", version="1",

@@ -232,7 +232,12 @@ def _run_trial(plan: SweepPlan, study: optuna.Study, trial: optuna.Trial, base: 
 
     try:
         cfg = trial_config(base, params, source=f"trial {trial.number}", name=f"{base['name']}-trial{trial.number:04d}")
-        run = train(cfg, sweep_dir / "trials", callbacks=[reporter, *callbacks], score_test=False)
+        if search.cv_folds:  # scored by the objective's mean over k folds (sweeps/cv_trials.py)
+            from dlrun.sweeps.cv_trials import cv_trial
+
+            run, reporter.value = cv_trial(cfg, sweep_dir / "trials", search.cv_folds, plan.objective, callbacks)
+        else:
+            run = train(cfg, sweep_dir / "trials", callbacks=[reporter, *callbacks], score_test=False)
     except DlrunError as exc:
         return finish(TrialState.FAIL, None, trial_run_dir(sweep_dir, trial.number), str(exc))
     except KeyboardInterrupt:
