@@ -200,6 +200,16 @@ def test_a_classification_ensemble_averages_its_members_probabilities_and_report
     report = build_report(result.cv_dir)
     page = report.path.read_text()
     assert "learning_curves.png" in page and "confusion_species.png" in page
+    # serve opens the ensemble as one model; export names what it cannot write yet
+    from dlrun.export.run_export import export_run
+    from dlrun.inference.batch import predict_rows
+    from dlrun.serve.app import create_app
+
+    assert create_app(result.cv_dir).title.endswith(result.cv_dir.name)
+    served, _ = predict_rows(predictor, rows[predictor.prep.features])
+    assert served[[f"species_proba_{c}" for c in classes]].to_numpy() == pytest.approx(proba.double().numpy(), abs=1e-6)
+    with pytest.raises(ConfigError, match="ensemble of 2 fold models"):
+        export_run(result.cv_dir)
 
 
 # ---- sweeps scored on folds -------------------------------------------------------------------------
