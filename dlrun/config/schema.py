@@ -73,7 +73,9 @@ class DataConfig(_Section):
     dataset: Optional[Literal["animals", "salary", "synthetic"]] = Field(
         None, description="A built-in data set; give this or `path`."
     )
-    path: Optional[str] = Field(None, description="A CSV file with a header row; relative to the working directory.")
+    path: Optional[str] = Field(
+        None, description="A CSV file with a header row, a Parquet file, a directory of Parquet or CSV files, or a glob "
+                          "(data/part-*.parquet); relative to the working directory.")
     target: Union[str, list[str], None] = Field(
         None, description="Target column, or a list of columns for multi-task (default: the data set's own)."
     )
@@ -102,7 +104,7 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
         if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV file)")
+            raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV or Parquet file)")
         if self.dataset is None and self.target is None:
             raise ValueError("data.target is required with data.path: name the column to predict")
         plain_ordinal = sorted(column for column, role in self.columns.items() if role == "ordinal")

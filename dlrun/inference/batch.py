@@ -15,6 +15,7 @@ from dlrun.run import layout
 from dlrun.run.directory import FittedRun, now, open_run
 from dlrun.data.audit import RowCheck, new_row_chunks, require_clean
 from dlrun.data.load import load_dataset
+from dlrun.data.sources import default_prediction_path
 from dlrun.core.errors import ConfigError
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
 from dlrun.metrics.score import score
@@ -120,7 +121,7 @@ def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: 
     if strict:
         require_clean(RowCheck.combined([check for _, _, check in new_row_chunks(run.prep, input_csv, CHUNK_ROWS, with_text=False)]),
                       str(input_csv))
-    output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
+    output = Path(output) if output else default_prediction_path(input_csv)
     checks: list[RowCheck] = []
     # The first chunk is scored before the output is touched: a bad CSV or column leaves no file behind.
     results = (with_predictions(as_written, _prediction_chunk(run, frame))
