@@ -56,7 +56,11 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
 
     `tasks`, when given (a fitted run), replaces inference so eval sees exactly what training saw.
     """
-    frame = read_frame(cfg, seed)
+    return dataset_of(read_frame(cfg, seed), cfg, seed, tasks)
+
+
+def dataset_of(frame: pd.DataFrame, cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None) -> Dataset:
+    """load_dataset on rows already read (a streamed table's sample decides its columns this way)."""
     targets, drop = resolve_targets(cfg)
     for column in targets:
         _require_column(frame, column, "data.target")
