@@ -18,6 +18,7 @@ from dlrun.data.preprocess import Preprocessor
 from dlrun.data.stream import hash_split, streams
 from dlrun.data.stream_fit import fit_streamed
 from dlrun.data.tensors import Split
+from dlrun.inference.batch import evaluate
 from dlrun.training.shuffle import ShuffleBuffer
 from fault_helpers import run_dlrun
 
@@ -124,6 +125,9 @@ def test_streamed_training_matches_in_memory_and_resumes_after_a_kill(tmp_path):
     record = json.loads((stream_dir / "run.json").read_text())
     assert record["data"]["in_memory"] is False and "in_memory: false" in (stream_dir / "config.yaml").read_text()
     assert len(pd.read_csv(stream_dir / "predictions.csv")) == record["data"]["rows"]["test"]
+    evaluation = evaluate(stream_dir, output=tmp_path / "eval.json")  # the run's test split, streamed again
+    for name, value in metrics["stream"]["test"]["wages"].items():
+        assert evaluation.metrics["wages"][name] == pytest.approx(value, rel=1e-6)
 
     assert json.loads((killed_dir / "metrics.json").read_text()) == metrics["stream"]
     assert json.loads((killed_dir / "run.json").read_text())["resumed"][0]["after_epoch"] == 2

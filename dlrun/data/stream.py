@@ -125,9 +125,14 @@ class StreamedTable:
             raise DataError(f"data.split.column {self.cfg.split.column!r} holds {bad[:5]}; allowed values are train, val, test")
         return values.astype(object)
 
-    def chunks(self) -> Iterator[Chunk]:
-        """Every chunk cleaned, without the rows that lack a target, with each row's split."""
+    def chunks(self, only: str | None = None) -> Iterator[Chunk]:
+        """Every chunk cleaned, without the rows that lack a target, with each row's split; `only` keeps one split's
+        rows (dropped before cleaning when the split comes from the hash)."""
         for raw in self.raw_chunks():
+            if only is not None and self.cfg.split.column is None:
+                raw = raw.loc[hash_split(raw.index.to_numpy(), self.seed, self.cfg.split.val, self.cfg.split.test) == only]
+                if not len(raw):
+                    continue
             cleaned, _ = read_columns(raw, self.decisions)
             has_target = cleaned[self.targets].notna().all(axis=1).to_numpy()
             if not has_target.all():
@@ -137,7 +142,7 @@ class StreamedTable:
 
     def split_frames(self, name: str) -> Iterator[pd.DataFrame]:
         """The cleaned rows of one split, chunk by chunk."""
-        for chunk in self.chunks():
+        for chunk in self.chunks(only=name):
             mask = chunk.split == name
             if mask.any():
                 yield chunk.cleaned.loc[mask]

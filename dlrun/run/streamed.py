@@ -17,6 +17,7 @@ from torch import nn
 
 from dlrun.config.schema import Config
 from dlrun.core.errors import RunError
+from dlrun.core.heap import keep_large_blocks_off_the_heap
 from dlrun.core.io import write_atomic, write_csv, write_json
 from dlrun.data.load import SPLITS
 from dlrun.data.preprocess import Preprocessor
@@ -67,6 +68,7 @@ class StreamReady:
 
 def prepare_streamed(cfg: Config, prep: Preprocessor | None = None, summary: dict[str, Any] | None = None) -> StreamReady:
     """config -> fitted streamed table -> model. With `prep` and `summary` (a saved run's), nothing is fitted again."""
+    keep_large_blocks_off_the_heap()  # chunk after chunk, memory must not creep up (core/heap.py)
     device = resolve_device(cfg.device)
     fit = fit_streamed(cfg, prep)
     cfg = resolve(cfg, fit.sample)
