@@ -76,14 +76,17 @@ def read_parquet(source: Source, columns: Optional[Sequence[str]] = None) -> pd.
 
 
 def parquet_chunks(source: Source, chunk_rows: int, columns: Optional[Sequence[str]] = None) -> Iterator[pd.DataFrame]:
-    """A Parquet source's rows in frames of at most chunk_rows rows, through pyarrow's batched reader (row groups
-    decoded a batch at a time: peak memory is a batch, not the file)."""
+    """A Parquet source's rows in frames of at most chunk_rows rows: one row group decoded at a time, then cut into
+    batches (peak memory: a row group, not the file). Not ParquetFile.iter_batches: in pyarrow 26 its memory grows
+    with the rows read (by ~100 MB per million rows of 20 columns), where reading row group by row group stays flat."""
     pa, pq = _pyarrow()
     for f in source.files:
         try:
             reader = pq.ParquetFile(f)
-            for batch in reader.iter_batches(batch_size=chunk_rows, columns=_present(pq, f, columns)):
-                yield batch.to_pandas()
+            projected = _present(pq, f, columns)
+            for group in range(reader.num_row_groups):
+                for batch in reader.read_row_group(group, columns=projected).to_batches(max_chunksize=chunk_rows):
+                    yield batch.to_pandas()
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{f} is not a readable Parquet file: {str(exc).strip()}") from None
 
