@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -101,7 +102,10 @@ def main() -> None:
         print(f"  predict                    peak RSS {peak:>6.0f} MB  {seconds:>7.0f} s  {args.rows / seconds:,.0f} rows/s",
               flush=True)
         (work / "predictions.csv").unlink(missing_ok=True)  # gigabytes of CSV: measured, not kept
-    print(f"files in {work}" if args.keep else "")
+    if args.keep:
+        print(f"files in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of generated table
 
 
 if __name__ == "__main__":
