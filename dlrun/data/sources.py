@@ -147,7 +147,8 @@ def _present(pq, f: Path, columns: Optional[Sequence[str]]) -> Optional[list[str
 
 
 def _is_glob(text: str) -> bool:
-    return any(ch in text for ch in GLOB_CHARACTERS)
+    """A pattern, unless a file of that very name exists (data[1].csv)."""
+    return any(ch in text for ch in GLOB_CHARACTERS) and not Path(text).exists()
 
 
 def _kind_of(f: Path) -> str | None:
