@@ -103,7 +103,7 @@ def eval_(
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="A run directory."),
-    input_csv: Path = typer.Argument(..., help="CSV with the feature columns (any order; extra columns are kept)."),
+    input_csv: Path = typer.Argument(..., help="CSV or Parquet (file, directory or glob) with the feature columns (any order; extra columns are kept)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Output CSV (default: <input>_predictions.csv)."),
     device: Optional[str] = typer.Option(None, "--device", help="Device to predict on (default: cpu)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 2 naming rows and columns that hold unseen categories, "

@@ -99,11 +99,24 @@ class OrdinalRole(_Section):
         return [str(v).strip() for v in value]
 
 
+class StreamConfig(_Section):
+    chunk_rows: int = Field(65_536, ge=1_000, le=10_000_000,
+                            description="Streaming: rows read, cleaned and encoded at a time (Parquet row groups in batches).")
+    shuffle_buffer: int = Field(262_144, ge=1, le=100_000_000,
+                                description="Streaming: training rows held and drawn from at random (a seeded shuffle buffer); "
+                                            "1 keeps the table's order.")
+    sample_rows: int = Field(100_000, ge=1_000, le=10_000_000,
+                             description="Streaming: rows of the seeded uniform sample that decides column roles and fits "
+                                         "medians, quantiles and bins (rank error about 1/sqrt(sample_rows)).")
+
+
 class DataConfig(_Section):
     dataset: Optional[Literal["animals", "salary", "synthetic"]] = Field(
         None, description="A built-in data set; give this or `path`."
     )
-    path: Optional[str] = Field(None, description="A CSV file with a header row; relative to the working directory.")
+    path: Optional[str] = Field(
+        None, description="A CSV file with a header row, a Parquet file, a directory of Parquet or CSV files, or a glob "
+                          "(data/part-*.parquet); relative to the working directory.")
     target: Union[str, list[str], None] = Field(
         None, description="Target column, or a list of columns for multi-task (default: the data set's own)."
     )
@@ -128,13 +141,22 @@ class DataConfig(_Section):
     batch_size: int = Field(64, ge=1, le=1_000_000, description="Rows per optimisation step.")
     shuffle: bool = Field(True, description="Reshuffle training rows every epoch.")
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig, description="Generator settings for `dataset: synthetic`.")
+    in_memory: Union[Literal["auto"], bool] = Field(
+        "auto", description="true: load the table whole (as tensors); false: stream it in chunks, for tables larger than "
+                            "memory; auto: stream only when its estimated size exceeds data.memory_budget.")
+    memory_budget: Optional[float] = Field(
+        None, gt=0, le=1_000_000, description="GiB the table may take as float32 tensors before auto streams it "
+                                               "(default: a sixteenth of the machine's RAM, for the copies loading makes).")
+    stream: StreamConfig = Field(default_factory=StreamConfig, description="How a streamed table is read (data.in_memory).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":
         if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV file)")
+            raise ValueError("give exactly one of data.dataset (animals | salary | synthetic) or data.path (a CSV or Parquet file)")
         if self.dataset is None and self.target is None:
             raise ValueError("data.target is required with data.path: name the column to predict")
+        if self.in_memory is False and self.dataset is not None:
+            raise ValueError("data.in_memory: false streams the file data.path names; built-in data sets load in memory")
         plain_ordinal = sorted(column for column, role in self.columns.items() if role == "ordinal")
         if plain_ordinal:
             raise ValueError(f"data.columns.{plain_ordinal[0]}: ordinal needs its values in order, e.g. "
@@ -369,6 +391,13 @@ class Config(_Section):
         if self.augment.smote and self.preprocess.embed_categories_above is not None:
             raise ValueError("augment.smote interpolates encoded columns and cannot mix category codes: "
                              "set preprocess.embed_categories_above to null, or turn augment.smote off")
+        return self
+
+    @model_validator(mode="after")
+    def _streaming_without_whole_table_steps(self) -> "Config":
+        if self.data.in_memory is False and self.augment.smote:
+            raise ValueError("augment.smote needs every training row in memory: set data.in_memory to true or auto, or "
+                             "turn augment.smote off")
         return self
 
     def to_yaml(self) -> str:

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from dlrun.core.errors import DataError
-from dlrun.data.chunks import csv_chunks
 from dlrun.data.preprocess import Preprocessor
+from dlrun.data.chunks import table_chunks
+from dlrun.data.sources import is_columnar
 
 MAX_ROWS_NAMED = 10  # rows listed per column and kind in a --strict message
 
@@ -91,10 +92,14 @@ def new_row_chunks(prep: Preprocessor, path: Path | str, chunk_rows: int,
                    with_text: bool = True) -> Iterator[tuple[pd.DataFrame | None, pd.DataFrame, RowCheck]]:
     """Slices of at most chunk_rows new rows: (the rows exactly as written, or None without `with_text`; the rows read
     for the model; what reading them found, row numbers counted from the file's first data row)."""
-    typed = csv_chunks(Path(path), chunk_rows, keep_tokens=bool(prep.columns))  # a run from before column decisions: the old reading
-    written = csv_chunks(Path(path), chunk_rows, as_text=True) if with_text else itertools.repeat(None)
+    typed = table_chunks(path, chunk_rows, keep_tokens=bool(prep.columns))  # a run from before column decisions: the old reading
+    # Parquet cells are typed values, not text to keep as written: the rows as read are the rows as given.
+    columnar = is_columnar(path)
+    written = (table_chunks(path, chunk_rows, as_text=True) if with_text and not columnar else itertools.repeat(None))
     first_row = 0
     for as_written, frame in zip(written, typed):
+        if with_text and columnar:
+            as_written = frame
         cleaned, check = check_rows(prep, frame, first_row)
         first_row += len(frame)
         yield as_written, cleaned, check

@@ -9,11 +9,26 @@ gap in one slice, another separator, unnamed columns, a parse error) is read who
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional, Sequence
 
 import pandas as pd
 
 from dlrun.data.load import MISSING_MARKERS, _number_from_text, _years_from_dates, read_csv
+from dlrun.data.sources import parquet_chunks, resolve_source
+
+
+def table_chunks(path: Path | str, chunk_rows: int, keep_tokens: bool = False, as_text: bool = False,
+                 columns: Optional[Sequence[str]] = None) -> Iterator[pd.DataFrame]:
+    """The rows of a data.path (CSV or Parquet, one file, a directory of parts or a glob) in frames of at most
+    chunk_rows rows, the row index counting on across chunks and files; `columns` projects Parquet (CSV reads all)."""
+    source = resolve_source(path)
+    parts = (parquet_chunks(source, chunk_rows, columns) if source.kind == "parquet" else
+             (chunk for f in source.files for chunk in csv_chunks(f, chunk_rows, keep_tokens=keep_tokens, as_text=as_text)))
+    offset = 0
+    for frame in parts:
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        offset += len(frame)
+        yield frame
 
 
 def csv_chunks(path: Path, chunk_rows: int, keep_tokens: bool = False, as_text: bool = False) -> Iterator[pd.DataFrame]:

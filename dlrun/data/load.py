@@ -16,6 +16,7 @@ from dlrun.core.errors import DataError
 from dlrun.data import cells, splits
 from dlrun.data.clean import learn_columns
 from dlrun.data.columns import ColumnDecision, decide_columns, warnings_for
+from dlrun.data.sources import read_parquet, resolve_source, same_columns
 
 SPLITS = ("train", "val", "test")
 
@@ -57,7 +58,11 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
     """
     if cfg.split.fold is not None and cfg.split.fold.split_seed is not None:
         seed = cfg.split.fold.split_seed  # a fold model's own seed starts its weights; its rows are the cv's
-    frame = read_frame(cfg, seed)
+    return dataset_of(read_frame(cfg, seed), cfg, seed, tasks)
+
+
+def dataset_of(frame: pd.DataFrame, cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None) -> Dataset:
+    """load_dataset on rows already read (a streamed table's sample decides its columns this way)."""
     targets, drop = resolve_targets(cfg)
     for column in targets:
         _require_column(frame, column, "data.target")
@@ -100,8 +105,31 @@ def load_dataset(cfg: DataConfig, seed: int, tasks: dict[str, str] | None = None
 def read_frame(cfg: DataConfig, seed: int) -> pd.DataFrame:
     if cfg.dataset == "synthetic":
         return make_synthetic(cfg.synthetic.n_samples, cfg.synthetic.n_features, cfg.synthetic.noise, seed)
-    path = builtin_path(BUILTINS[cfg.dataset]["file"]) if cfg.dataset else Path(cfg.path)
-    return read_csv(path, keep_tokens=True)
+    if cfg.dataset:
+        return read_csv(builtin_path(BUILTINS[cfg.dataset]["file"]), keep_tokens=True)
+    return read_table(cfg.path, keep_tokens=True, columns=used_columns(cfg))
+
+
+def read_table(path: Path | str, keep_tokens: bool = False, as_text: bool = False,
+               columns: list[str] | None = None) -> pd.DataFrame:
+    """Every row of a data.path (sources.py: a CSV or Parquet file, a directory of parts, a glob) as one frame;
+    `columns` projects Parquet to those columns (CSV reads them all). One CSV file reads as read_csv always has."""
+    source = resolve_source(path)
+    if source.kind == "parquet":
+        return read_parquet(source, columns)
+    if source.single_csv:
+        return read_csv(source.files[0], keep_tokens=keep_tokens, as_text=as_text)
+    frames = [read_csv(f, keep_tokens=keep_tokens, as_text=as_text) for f in source.files]
+    return pd.concat(frames, ignore_index=True)[same_columns(frames, source)]
+
+
+def used_columns(cfg: DataConfig) -> list[str] | None:
+    """The columns a run reads when data.features names them (targets, features, split column), for a columnar source
+    to read only those; None (every column) when the features are the table's other columns."""
+    if cfg.features is None:
+        return None
+    targets, _ = resolve_targets(cfg)
+    return [*targets, *cfg.features, *([cfg.split.column] if cfg.split.column else [])]
 
 
 def read_csv(path: Path, keep_tokens: bool = False, as_text: bool = False) -> pd.DataFrame:

@@ -42,6 +42,14 @@ class Preprocessor:
         for column in self.features:
             if column not in self.numeric_:
                 self.categorical_[column] = self._fit_categorical(frame[column])
+        self.record_widths()
+        self.targets_: dict[str, dict[str, Any]] = {}
+        self._fit_targets(frame)
+        self.bins_: list[list[float]] | None = None
+        return self
+
+    def record_widths(self) -> None:
+        """Missing indicators and each column decision's encoded width, from the fitted numeric and category states."""
         # "was missing" as its own 0/1 input, after the one-hot blocks (so their positions do not move)
         self.indicators_: list[str] = [c for c, s in self.numeric_.items() if s["n_missing"]] if self.cfg.missing_indicators else []
         with_indicator = set(self.indicators_)
@@ -54,7 +62,8 @@ class Preprocessor:
                 decision.encoded_width = None
             else:
                 decision.encoded_width = 0
-        self.targets_: dict[str, dict[str, Any]] = {}
+
+    def _fit_targets(self, frame: pd.DataFrame) -> None:
         for column in self.targets:
             values = frame[column]
             if self.tasks[column] == "classification":
@@ -66,8 +75,6 @@ class Preprocessor:
                 if self.cfg.scale == "quantile":  # the one scaling that applies to targets: it is invertible
                     state["quantiles"] = fit_scaler("quantile", y)["quantiles"]
                 self.targets_[column] = state
-        self.bins_: list[list[float]] | None = None
-        return self
 
     def fit_bins(self, frame: pd.DataFrame, n_bins: int) -> "Preprocessor":
         """Quantile bins of each scaled numeric feature on the training rows, for piecewise-linear embeddings."""
@@ -111,20 +118,21 @@ class Preprocessor:
                 for j, column in enumerate(block.columns)}
 
     def _fit_categorical(self, values: pd.Series) -> dict[str, Any]:
-        counts: dict[str, int] = {}  # rows per key, counted once per distinct value
-        for value, n in values.value_counts().items():
-            key = category_key(value)
-            counts[key] = counts.get(key, 0) + int(n)
+        return self.categorical_state(category_counts(values), int(values.isna().sum()))
+
+    def categorical_state(self, counts: dict[str, int], n_missing: int) -> dict[str, Any]:
+        """A categorical feature's fitted state from its rows per key and its empty cells (also summed over chunks
+        by a streamed fit)."""
+        counts = dict(counts)
         fill = MISSING
         if self.cfg.categorical_impute == "most_frequent" and counts:
             fill = min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
-        n_missing = int(values.isna().sum())
         if n_missing:
             counts[fill] = counts.get(fill, 0) + n_missing
         # Most frequent first, ties broken by name, so the encoding does not depend on row order.
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         categories = [name for name, _ in ranked[: self.cfg.max_categories]]
-        state = {"categories": categories, "fill": fill, "n_missing": int(values.isna().sum())}
+        state = {"categories": categories, "fill": fill, "n_missing": n_missing}
         if self.cfg.embed_categories_above is not None and len(categories) > self.cfg.embed_categories_above:
             state["embed"] = True  # one code column (a learned embedding in the model) instead of a one-hot block
         return state
@@ -358,6 +366,15 @@ class Preprocessor:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None
         return fitted
+
+
+def category_counts(values: pd.Series) -> dict[str, int]:
+    """Rows per category key of a column's present values, counted once per distinct value."""
+    counts: dict[str, int] = {}
+    for value, n in values.value_counts().items():
+        key = category_key(value)
+        counts[key] = counts.get(key, 0) + int(n)
+    return counts
 
 
 def _check_state(fitted: Preprocessor) -> None:

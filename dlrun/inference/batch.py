@@ -16,7 +16,10 @@ from dlrun.run.directory import now
 from dlrun.folds.predictor import Predictor, open_predictor
 from dlrun.data.audit import RowCheck, check_rows, new_row_chunks, require_clean
 from dlrun.data.load import load_dataset
+from dlrun.data.sources import default_prediction_path
+from dlrun.data.stream import StreamedTable
 from dlrun.core.errors import ConfigError
+from dlrun.core.heap import keep_large_blocks_off_the_heap
 from dlrun.core.io import NO_SPACE, path_to_replace, write_atomic, write_json
 from dlrun.metrics.score import score
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
@@ -83,6 +86,8 @@ def evaluate(run_dir: Path, data: Path | None = None, split: str = "test", outpu
         checks: list[RowCheck] = []
         chunks = _kept(new_row_chunks(run.prep, data, CHUNK_ROWS, with_text=False), checks)
         frames, source = (frame for _, frame, _ in chunks), str(data)
+    elif run.cfg.data.in_memory is False:  # a streamed run: its split read chunk by chunk, as training read it
+        frames, source = StreamedTable(run.cfg.data, run.cfg.seed, run.prep.columns).split_frames(split), f"{split} split"
     else:
         dataset = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks)
         frames, source = [dataset.part(split)], f"{split} split"
@@ -119,10 +124,11 @@ def predict(run_dir: Path, input_csv: Path, output: Path | None = None, device: 
     are kept, column order does not matter. With `strict`, rows holding anything the model was not trained on are an
     error naming them (checked in a first pass over the file, so nothing is written)."""
     run = open_predictor(run_dir, device)
+    keep_large_blocks_off_the_heap()  # chunk after chunk, memory must not creep up (core/heap.py)
     if strict:
         require_clean(RowCheck.combined([check for _, _, check in new_row_chunks(run.prep, input_csv, CHUNK_ROWS, with_text=False)]),
                       str(input_csv))
-    output = Path(output) if output else Path(input_csv).with_name(f"{Path(input_csv).stem}_predictions.csv")
+    output = Path(output) if output else default_prediction_path(input_csv)
     checks: list[RowCheck] = []
     # The first chunk is scored before the output is touched: a bad CSV or column leaves no file behind.
     results = (with_predictions(as_written, _prediction_chunk(run, frame))

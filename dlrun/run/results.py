@@ -1,9 +1,8 @@
 """What a trained run leaves behind: metrics.json for every split, the test split's confusion tables and
-predictions.csv, and the warning that its numbers are not finite."""
+predictions.csv."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from dlrun.core.io import write_csv, write_json
@@ -38,13 +37,3 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
     rows = dataset.part("test")[dataset.features + dataset.targets]
     write_csv(run_dir / layout.PREDICTIONS, with_predictions(rows, prediction_frame(prep, outputs["test"])))
     return metrics
-
-
-def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """One warning naming every metric that is NaN or infinite: the model diverged (or its inputs overflowed)."""
-    bad = [f"{split} {target} {name}" for split, per_target in metrics.items() for target, values in per_target.items()
-           for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
-    if not bad:
-        return []
-    return [f"metrics are not finite (NaN or infinite): {', '.join(bad)}; training diverged, so this run's model and "
-            "numbers cannot be used (lower optimizer.lr, set train.grad_clip, or check the data for huge values)"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import replace
-from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,25 +21,28 @@ from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
-from dlrun.run.record import Resumption, RunRecord, read_record, write_record, write_status
+from dlrun.run.record import Resumption, RunRecord, read_record, write_record
 from dlrun.run.tracked import finish_tracking, start_tracking
 from dlrun.training.checkpoint import load_weights, resume_point
-from dlrun.training.distributed import SINGLE, AgreeToStop, World, joined
+from dlrun.training.distributed import SINGLE, AgreeToStop, World, joined, launched_world
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.state import Callback
 from dlrun.config.schema import Config
-from dlrun.data.load import SPLITS, Dataset, load_dataset, resolve_units
+from dlrun.data.load import SPLITS, Dataset, load_dataset
 from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
-from dlrun.run.results import non_finite_warnings, write_results
+from dlrun.run.outcome import (Run, check_against_tasks, non_finite_warnings, out_of_memory_explained,
+                               record_failure as _record_failure, resolve)
+from dlrun.run.results import write_results
+from dlrun.run.streamed import resume_streamed, train_streamed
+from dlrun.data.stream import streams
 from dlrun.data.tensors import to_split
 from dlrun.core.io import write_json
 from dlrun.training.losses import Criterion
 from dlrun.metrics.health import overfitting, validation_warnings
-from dlrun.metrics.score import epoch_columns
 from dlrun.model.mlp import build_model
 from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
@@ -48,22 +50,6 @@ from dlrun.run.report import publish
 from dlrun.data.tensors import Split
 from dlrun.training.loop import fit
 from dlrun.training.transfer import freeze, prepare_for_finetuning
-
-
-@dataclass(frozen=True)
-class Run:
-    """What a finished training run left behind, for a notebook or the CLI's summary."""
-
-    run_dir: Path
-    cfg: Config  # resolved: inferred targets, tasks and units written in
-    metrics: dict[str, dict[str, dict[str, float]]]  # {split: {target: {metric: value}}}
-    best_epoch: int
-    epochs_run: int
-    monitor: str
-    stop_reason: str
-    data_summary: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
-    warnings: list[str] = field(default_factory=list)  # training-health warnings, plots or report that failed
 
 
 @dataclass(frozen=True)
@@ -129,6 +115,11 @@ def train(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequence[Callba
     score_test=False leaves the test split unscored (a sweep's trials: only the final pick is scored on it).
     warn, when given, hears the data warnings (column decisions, a small validation split) before training starts.
     Under torchrun every process calls this: rank 0 creates and writes the run directory, the others train beside it."""
+    if streams(cfg.data):  # a table over the memory budget, or data.in_memory: false (one process)
+        if launched_world().size > 1:
+            raise ConfigError("data.in_memory: a streamed table trains in one process; torchrun's data-parallel "
+                              "training needs the table in memory (data.in_memory: true, or a larger data.memory_budget)")
+        return train_streamed(cfg, runs_dir, callbacks, score_test, warn)
     with joined(cfg) as world:
         return _train(cfg, Path(runs_dir), callbacks, score_test, warn, world)
 
@@ -160,6 +151,8 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = (), overrides: S
     `overrides` may only be `train.epochs=N` (see run/extend.py): the run, finished or not, continues to epoch N and
     its config.yaml says N from then on. Under torchrun every process calls this, and all load the same checkpoint."""
     run_dir = Path(run_dir)
+    if resumable_config(run_dir).data.in_memory is False:  # a streamed run (config.yaml records the choice)
+        return resume_streamed(run_dir, callbacks, overrides)
     with joined(resumable_config(run_dir)) as world:
         return _resume(run_dir, callbacks, overrides, world)
 
@@ -299,55 +292,6 @@ def _follow(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], notes
                     [*callbacks, AgreeToStop(world, stopper), stopper], resume=resume, world=world)
     return Run(run_dir, cfg, {}, state.best_epoch, state.epoch, state.monitor,
                state.stop_reason or f"ran all {state.epoch} epochs", ready.summary, notes)
-
-
-def _record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
-    """Mark the run failed (or interrupted: Ctrl-C, SIGTERM) as far as the disk allows. Never raises: the error that
-    failed the run is the one to report."""
-    if isinstance(exc, KeyboardInterrupt):
-        stopped = record.updated(status="interrupted", ended=now(), error=str(exc) or "interrupted",
-                                 **({"epochs_run": exc.epoch} if getattr(exc, "epoch", None) is not None else {}))
-    else:
-        stopped = record.updated(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
-    with suppress(OSError):
-        write_status(run_dir, stopped)
-
-
-@contextmanager
-def out_of_memory_explained(cfg: Config, device: torch.device) -> Iterator[None]:
-    """Running out of CPU or GPU memory becomes a ConfigError that says what to shrink."""
-    try:
-        yield
-    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError (CUDA) is a RuntimeError
-        # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
-        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not re.search(
-                r"out of memory|allocate memory", str(exc)):
-            raise
-        memory = "GPU" if device.type == "cuda" else "CPU"
-        raise ConfigError(f"ran out of {memory} memory with model.hidden {cfg.model.hidden} and data.batch_size "
-                          f"{cfg.data.batch_size}; use a smaller model or batch") from None
-
-
-def resolve(cfg: Config, dataset: Dataset) -> Config:
-    """The config with inferred targets and tasks written in, so config.yaml alone rebuilds the run."""
-    target = dataset.targets[0] if len(dataset.targets) == 1 else list(dataset.targets)
-    units = {t: u for t, u in resolve_units(cfg.data).items() if t in dataset.targets}
-    # An absolute path lets `dlrun eval` find the CSV from any working directory.
-    path = str(Path(cfg.data.path).resolve()) if cfg.data.path else None
-    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units, "path": path})
-    return cfg.model_copy(update={"data": data})
-
-
-def check_against_tasks(cfg: Config, tasks: dict[str, str]) -> None:
-    """Settings that only make sense for some targets, checked once the tasks are known (before any run directory)."""
-    stopping = cfg.train.early_stopping
-    allowed = epoch_columns(tasks)
-    if stopping and stopping.metric not in allowed:
-        raise ConfigError(f"train.early_stopping.metric: {stopping.metric!r} is not recorded; allowed: {', '.join(allowed)}")
-    if "classification" not in tasks.values():
-        for key, value, default in (("label_smoothing", cfg.train.label_smoothing, 0.0), ("class_weights", cfg.train.class_weights, "none")):
-            if value != default:
-                raise ConfigError(f"train.{key}: {value!r} applies to classification targets, but every target here is regression")
 
 
 def summarise(dataset: Dataset, prep: Preprocessor) -> dict[str, Any]:

@@ -23,6 +23,8 @@ RESUME_STATE = ("epoch", "best_value", "best_epoch", "optimizer", "history", "rn
 # Also in last.pt since the best weights travel with it (a kill between the last.pt and best.pt writes of an improving
 # epoch must not leave a resume serving another epoch's weights) and the stop decision is kept; older runs lack them.
 BEST_WEIGHTS, STOP = "best_model", "stop"
+# A streamed run's position in its table: epochs and training rows read, and the rows the table held (stream_loop.py).
+STREAM = "stream"
 
 
 def save_checkpoint(path: Path, state: "TrainState", include_optimizer: bool, durable: bool = True) -> None:
@@ -50,6 +52,7 @@ def _last(state: "TrainState") -> dict[str, Any]:
         "callbacks": {type(cb).__name__: cb.state_dict() for cb in state.callbacks},
         BEST_WEIGHTS: state.best_state,
         STOP: {"stop": state.stop, "reason": state.stop_reason},
+        **({STREAM: state.stream} if state.stream is not None else {}),
     }
 
 
@@ -119,6 +122,7 @@ def restore(state: TrainState, checkpoint: dict[str, Any]) -> None:
     state.best_state = checkpoint[BEST_WEIGHTS]
     stop = checkpoint.get(STOP, {"stop": False, "reason": ""})  # older last.pt: the loop decides again
     state.stop, state.stop_reason = bool(stop["stop"]), str(stop["reason"])
+    state.stream = checkpoint.get(STREAM)
     torch.set_rng_state(checkpoint["rng"]["torch"])  # dropout draws from the global generator
     for name, generator in state.generators.items():
         generator.set_state(checkpoint["rng"][name])

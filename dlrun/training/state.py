@@ -26,6 +26,7 @@ class TrainState:
     stop_reason: str = ""
     generators: dict[str, torch.Generator] = field(default_factory=dict)  # saved in last.pt, for exact resumption
     callbacks: list["Callback"] = field(default_factory=list)
+    stream: dict | None = None  # a streamed table's position (stream_loop.py): saved in last.pt, checked on resume
 
 
 class Callback:

@@ -1,0 +1,96 @@
+"""What a training run ends with and the checks around it, shared by the in-memory runner and the streamed one:
+the Run a caller gets, the config with inferred targets written in, a failed or interrupted run's status, out of
+memory explained, and metrics that diverged."""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from dlrun.config.schema import Config
+from dlrun.core.errors import ConfigError
+from dlrun.data.load import Dataset, resolve_units
+from dlrun.metrics.score import epoch_columns
+from dlrun.run.directory import now
+from dlrun.run.record import RunRecord, write_status
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a finished training run left behind, for a notebook or the CLI's summary."""
+
+    run_dir: Path
+    cfg: Config  # resolved: inferred targets, tasks and units written in
+    metrics: dict[str, dict[str, dict[str, float]]]  # {split: {target: {metric: value}}}
+    best_epoch: int
+    epochs_run: int
+    monitor: str
+    stop_reason: str
+    data_summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
+    warnings: list[str] = field(default_factory=list)  # training-health warnings, plots or report that failed
+
+
+def record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:
+    """Mark the run failed (or interrupted: Ctrl-C, SIGTERM) as far as the disk allows. Never raises: the error that
+    failed the run is the one to report."""
+    if isinstance(exc, KeyboardInterrupt):
+        stopped = record.updated(status="interrupted", ended=now(), error=str(exc) or "interrupted",
+                                 **({"epochs_run": exc.epoch} if getattr(exc, "epoch", None) is not None else {}))
+    else:
+        stopped = record.updated(status="failed", ended=now(), error=f"{type(exc).__name__}: {exc}")
+    with suppress(OSError):
+        write_status(run_dir, stopped)
+
+
+def non_finite_warnings(metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One warning naming every metric that is NaN or infinite: the model diverged (or its inputs overflowed)."""
+    bad = [f"{split} {target} {name}" for split, per_target in metrics.items() for target, values in per_target.items()
+           for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not bad:
+        return []
+    return [f"metrics are not finite (NaN or infinite): {', '.join(bad)}; training diverged, so this run's model and "
+            "numbers cannot be used (lower optimizer.lr, set train.grad_clip, or check the data for huge values)"]
+
+
+@contextmanager
+def out_of_memory_explained(cfg: Config, device: torch.device) -> Iterator[None]:
+    """Running out of CPU or GPU memory becomes a ConfigError that says what to shrink."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError (CUDA) is a RuntimeError
+        # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ..."
+        if not isinstance(exc, (MemoryError, torch.OutOfMemoryError)) and not re.search(
+                r"out of memory|allocate memory", str(exc)):
+            raise
+        memory = "GPU" if device.type == "cuda" else "CPU"
+        raise ConfigError(f"ran out of {memory} memory with model.hidden {cfg.model.hidden} and data.batch_size "
+                          f"{cfg.data.batch_size}; use a smaller model or batch") from None
+
+
+def resolve(cfg: Config, dataset: Dataset) -> Config:
+    """The config with inferred targets and tasks written in, so config.yaml alone rebuilds the run."""
+    target = dataset.targets[0] if len(dataset.targets) == 1 else list(dataset.targets)
+    units = {t: u for t, u in resolve_units(cfg.data).items() if t in dataset.targets}
+    # An absolute path lets `dlrun eval` find the CSV from any working directory.
+    path = str(Path(cfg.data.path).resolve()) if cfg.data.path else None
+    data = cfg.data.model_copy(update={"target": target, "task": dict(dataset.tasks), "units": units, "path": path})
+    return cfg.model_copy(update={"data": data})
+
+
+def check_against_tasks(cfg: Config, tasks: dict[str, str]) -> None:
+    """Settings that only make sense for some targets, checked once the tasks are known (before any run directory)."""
+    stopping = cfg.train.early_stopping
+    allowed = epoch_columns(tasks)
+    if stopping and stopping.metric not in allowed:
+        raise ConfigError(f"train.early_stopping.metric: {stopping.metric!r} is not recorded; allowed: {', '.join(allowed)}")
+    if "classification" not in tasks.values():
+        for key, value, default in (("label_smoothing", cfg.train.label_smoothing, 0.0), ("class_weights", cfg.train.class_weights, "none")):
+            if value != default:
+                raise ConfigError(f"train.{key}: {value!r} applies to classification targets, but every target here is regression")
