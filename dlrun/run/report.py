@@ -32,6 +32,8 @@ CAPTIONS = {
     "regression": "Test split in the target's own units: predictions against the truth, and the residuals.",
     "diagnostics": "Per layer and epoch: gradient norm on a fixed training batch, weight norm, how far the weights "
                    "moved during the epoch relative to their size, dead ReLU units on a fixed validation batch.",
+    "members": "Test split, TabM's k members: left, how much they disagree on each row (standard deviation over "
+               "members); right, each member's own test score against the ensemble's (the mean of the members).",
     "dropout": "From `dlrun explain dropout`: validation rows through the model with dropout on (dots) and off (bars).",
 }
 STYLE = """
@@ -75,6 +77,9 @@ def build_report(run_dir: Path | str) -> Report:
     from dlrun.run.plots import write_plots  # matplotlib loads only when something is drawn, not with the runner
 
     plots = write_plots(run_dir, tasks, units, record.best_epoch)
+    from dlrun.run.member_plots import write_member_plots  # a TabM run's members (members.csv)
+
+    write_member_plots(run_dir, tasks, units, plots)
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
     dropout = run_dir / layout.DROPOUT_PLOT  # drawn on request by `dlrun explain dropout`, shown once it exists

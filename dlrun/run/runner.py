@@ -35,6 +35,7 @@ from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
+from dlrun.run.members import write_member_predictions
 from dlrun.data.tensors import to_split
 from dlrun.core.io import write_csv, write_json
 from dlrun.training.losses import Criterion
@@ -360,4 +361,5 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
             write_csv(run_dir / layout.confusion_file(target), confusion_frame(prep, target, outputs["test"][target], test.y[target]))
     rows = dataset.part("test")[dataset.features + dataset.targets]
     write_csv(run_dir / layout.PREDICTIONS, with_predictions(rows, prediction_frame(prep, outputs["test"])))
+    write_member_predictions(run_dir, prep, model, test.X)  # a TabM model's members, for the report's spread plot
     return metrics
