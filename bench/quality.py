@@ -31,7 +31,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -95,9 +95,10 @@ def score(task: str, true: pd.Series, pred: np.ndarray) -> dict[str, float]:
 
 
 def run_table(table: Table, seed: int, overrides: dict[str, Any], scratch: Path, models: tuple[str, ...],
-              limits: dict[str, float]) -> dict:
+              limits: dict[str, float], save: Callable[[dict], None] = lambda record: None) -> dict:
     """{model: {metric: value}} on this seed's test rows, with the task, split sizes, seconds per model and the
-    models that ran past their time limit (`limits`: seconds per baseline)."""
+    models that ran past their time limit (`limits`: seconds per baseline). `save` gets the record so far after
+    each model, so a bench stopped in the middle of a table-seed keeps the models it finished."""
     data = table.write(scratch)
     cfg = validate_config({"name": table.name, "seed": seed, "device": "cpu", "report": False, "data": data}, source=table.name)
     dataset = load_dataset(cfg.data, cfg.seed)
@@ -105,7 +106,10 @@ def run_table(table: Table, seed: int, overrides: dict[str, Any], scratch: Path,
     task = dataset.tasks[target]
     test_rows = dataset.part("test")
     fit_rows = pd.concat([dataset.part("train"), dataset.part("val")])
+    sizes = {name: int((dataset.split == name).sum()) for name in ("train", "val", "test")}
     scores, seconds, unfinished = {}, {}, []
+    record = {"table": table.name, "half": table.half, "source": table.source, "seed": seed, "target": target,
+              "task": task, "rows": sizes, "scores": scores, "seconds": seconds, "unfinished": unfinished}
     for model in models:
         started = time.perf_counter()
         if model in VARIANTS:
@@ -119,12 +123,12 @@ def run_table(table: Table, seed: int, overrides: dict[str, Any], scratch: Path,
             except FitTimeout:
                 unfinished.append(model)
                 seconds[model] = round(time.perf_counter() - started, 2)
+                save(record)
                 continue
         seconds[model] = round(time.perf_counter() - started, 2)
         scores[model] = score(task, test_rows[target].reset_index(drop=True), pred)
-    sizes = {name: int((dataset.split == name).sum()) for name in ("train", "val", "test")}
-    return {"table": table.name, "half": table.half, "source": table.source, "seed": seed, "target": target,
-            "task": task, "rows": sizes, "scores": scores, "seconds": seconds, "unfinished": unfinished}
+        save(record)
+    return record
 
 
 def merge_record(old: dict | None, new: dict) -> dict:
@@ -297,10 +301,14 @@ def main() -> None:
                 ran.add(key)
                 if not todo:
                     continue
-                result = run_table(table, seed, overrides, Path(scratch), todo, {"TabM-D": args.cap_tabm_d})
-                records[key] = merge_record(records.get(key), result)
-                if args.json:
-                    write_json(args.json, list(records.values()))
+                before = records.get(key)
+
+                def save(partial: dict, key: tuple[str, int] = key, before: dict | None = before) -> None:
+                    records[key] = merge_record(before, partial)
+                    if args.json:
+                        write_json(args.json, list(records.values()))
+
+                result = run_table(table, seed, overrides, Path(scratch), todo, {"TabM-D": args.cap_tabm_d}, save)
                 timing = ", ".join(f"{m} {s:.1f}s" for m, s in result["seconds"].items())
                 late = f" (past the cap: {', '.join(result['unfinished'])})" if result["unfinished"] else ""
                 progress.print(f"[dim]{table.name} seed {seed}: {timing}{late}[/dim]", highlight=False)
