@@ -184,7 +184,8 @@ def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, 
         for m in rank:
             ranks[m].append(rank[m])
         rows.append({"table": name, "rows": chosen[0]["rows"], "metric": metric, "seeds": len(chosen),
-                     "mean": mean, "sd": sd, "rank": rank, "finished": {m: len(v) for m, v in values.items()}})
+                     "mean": mean, "sd": sd, "rank": rank, "finished": {m: len(v) for m, v in values.items()},
+                     "timed_out": {m: sum(m in r.get("unfinished", []) for r in chosen) for m in models}})
     mean_rank = {m: statistics.fmean(ranks[m]) if ranks[m] else float("nan") for m in models}
     seconds = {m: statistics.fmean(r["seconds"][m] for r in records if m in r["seconds"]) for m in models}
     record = []
@@ -194,15 +195,15 @@ def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, 
             gaps = [row["mean"][variant] - row["mean"][baseline] for row in rows
                     if variant in row["mean"] and baseline in row["mean"]]
             wins, losses = sum(g > TIE for g in gaps), sum(g < -TIE for g in gaps)
-            over = "" if len(gaps) == len(rows) else f" (on the {len(gaps)} tables it finished)"
+            over = "" if len(gaps) == len(rows) else f" (on the {len(gaps)} tables both have)"
             parts.append(f"{baseline} {wins}/{len(gaps) - wins - losses}/{losses}{over}")
         record.append(f"{variant} wins/ties/losses vs " + ", ".join(parts))
     return models, rows + [{"mean_rank": mean_rank, "seconds": seconds}], {"record": record}
 
 
 def _cell(row: dict, model: str) -> str:
-    if model not in row["mean"]:
-        return "unfinished" if row["finished"].get(model) == 0 else "-"
+    if model not in row["mean"]:  # past its time cap on every seed, or not run on this table
+        return "unfinished" if row["timed_out"].get(model) else "-"
     cell = f"{row['mean'][model]:.3f} ±{row['sd'][model]:.3f} ({row['rank'][model]})"
     finished = row["finished"][model]
     return cell if finished == row["seeds"] else f"{cell} {finished}/{row['seeds']} seeds"

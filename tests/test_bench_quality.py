@@ -48,10 +48,12 @@ def test_an_unfinished_model_has_no_rank_and_counts_only_where_it_finished():
     *tables, totals = rows
     assert models == ["dlrun", "CatBoost", "TabM-D"]
     assert quality._cell(tables[0], "TabM-D") == "unfinished" and "TabM-D" not in tables[0]["rank"]
+    _, (not_run, _, _totals), _ = quality.half_summary([_record("c", 0, {"dlrun": 0.5}), _record("d", 0, {"dlrun": 0.5, "HGB": 0.1})])
+    assert quality._cell(not_run, "HGB") == "-"  # never fitted there: not the same as past the cap
     assert quality._cell(tables[1], "TabM-D").endswith("1/2 seeds") and tables[1]["rank"]["TabM-D"] == 1
     assert totals["mean_rank"]["TabM-D"] == 1.0 and totals["mean_rank"]["dlrun"] == 2.0
     (line,) = extra["record"]
-    assert "CatBoost 1/0/1" in line and "TabM-D 0/0/1 (on the 1 tables it finished)" in line
+    assert "CatBoost 1/0/1" in line and "TabM-D 0/0/1 (on the 1 tables both have)" in line
 
 
 def test_the_results_file_resumes_and_is_replaced_in_one_step(tmp_path):
