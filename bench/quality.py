@@ -171,6 +171,8 @@ def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, 
 
     A model's mean on a table is over the seeds it finished; a table where it finished none has no cell, no rank,
     and drops out of that model's mean rank and of its wins/ties/losses (which then say over how many tables).
+    Wins/ties/losses compare the two models on the seeds both finished (the same splits), so a TabM-D that finished
+    only seed 0 is judged against dlrun's seed 0, not against its mean over three splits.
     """
     models = [m for m in MODELS if any(m in r["seconds"] for r in records)]
     rows, ranks = [], {m: [] for m in models}
@@ -183,7 +185,8 @@ def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, 
         rank = {m: 1 + sum(mean[o] > mean[m] for o in mean) for m in mean}
         for m in rank:
             ranks[m].append(rank[m])
-        rows.append({"table": name, "rows": chosen[0]["rows"], "metric": metric, "seeds": len(chosen),
+        by_seed = {m: {r["seed"]: r["scores"][m][metric] for r in chosen if m in r["scores"]} for m in models}
+        rows.append({"table": name, "rows": chosen[0]["rows"], "metric": metric, "seeds": len(chosen), "by_seed": by_seed,
                      "mean": mean, "sd": sd, "rank": rank, "finished": {m: len(v) for m, v in values.items()},
                      "timed_out": {m: sum(m in r.get("unfinished", []) for r in chosen) for m in models}})
     mean_rank = {m: statistics.fmean(ranks[m]) if ranks[m] else float("nan") for m in models}
@@ -192,13 +195,19 @@ def half_summary(records: list[dict]) -> tuple[list[str], list[dict], dict[str, 
     for variant in (m for m in models if m in VARIANTS):
         parts = []
         for baseline in (m for m in models if m != variant):
-            gaps = [row["mean"][variant] - row["mean"][baseline] for row in rows
-                    if variant in row["mean"] and baseline in row["mean"]]
+            gaps = [paired_gap(row["by_seed"][variant], row["by_seed"][baseline]) for row in rows]
+            gaps = [gap for gap in gaps if gap is not None]
             wins, losses = sum(g > TIE for g in gaps), sum(g < -TIE for g in gaps)
             over = "" if len(gaps) == len(rows) else f" (on the {len(gaps)} tables both have)"
             parts.append(f"{baseline} {wins}/{len(gaps) - wins - losses}/{losses}{over}")
         record.append(f"{variant} wins/ties/losses vs " + ", ".join(parts))
     return models, rows + [{"mean_rank": mean_rank, "seconds": seconds}], {"record": record}
+
+
+def paired_gap(variant: dict[int, float], baseline: dict[int, float]) -> float | None:
+    """Mean score difference over the seeds both finished (the same splits), None when they share none."""
+    common = sorted(set(variant) & set(baseline))
+    return statistics.fmean(variant[s] - baseline[s] for s in common) if common else None
 
 
 def _cell(row: dict, model: str) -> str:

@@ -54,6 +54,9 @@ def test_an_unfinished_model_has_no_rank_and_counts_only_where_it_finished():
     assert totals["mean_rank"]["TabM-D"] == 1.0 and totals["mean_rank"]["dlrun"] == 2.0
     (line,) = extra["record"]
     assert "CatBoost 1/0/1" in line and "TabM-D 0/0/1 (on the 1 tables both have)" in line
+    # paired on the seeds both finished: dlrun's seed 0 (0.9) against TabM-D's seed 0 (0.8), not its mean (0.5)
+    records = [_record("e", 0, {"dlrun": 0.9, "TabM-D": 0.8}), _record("e", 1, {"dlrun": 0.1}, unfinished=["TabM-D"])]
+    assert "TabM-D 1/0/0" in quality.half_summary(records)[2]["record"][0]
 
 
 def test_the_results_file_resumes_and_is_replaced_in_one_step(tmp_path):
