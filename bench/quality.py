@@ -138,7 +138,8 @@ def merge_record(old: dict | None, new: dict) -> dict:
     if old["rows"] != new["rows"]:  # the same seed must give the same split, or the scores are not comparable
         raise SystemExit(f"Error: {new['table']} seed {new['seed']}: split {new['rows']} differs from {old['rows']} on file")
     redone = set(new["scores"]) | set(new.get("unfinished", []))
-    return {**old, "scores": {**old["scores"], **new["scores"]}, "seconds": {**old["seconds"], **new["seconds"]},
+    kept = {model: value for model, value in old["scores"].items() if model not in redone}
+    return {**old, "scores": {**kept, **new["scores"]}, "seconds": {**old["seconds"], **new["seconds"]},
             "unfinished": sorted(set(old.get("unfinished", [])) - redone | set(new.get("unfinished", [])))}
 
 

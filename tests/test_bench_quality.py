@@ -29,6 +29,8 @@ def test_a_later_run_replaces_only_the_models_it_measured():
     merged = quality.merge_record(old, new)
     assert {m: s["r2"] for m, s in merged["scores"].items()} == {"dlrun": 0.7, "CatBoost": 0.6, "TabM-D": 0.8}
     assert merged["unfinished"] == []  # TabM-D finished this time
+    timed_out = quality.merge_record(merged, _record("a", 0, {}, unfinished=["TabM-D"]))
+    assert "TabM-D" not in timed_out["scores"] and timed_out["unfinished"] == ["TabM-D"]  # the later run wins
     records = quality.merge_records([old, _record("b", 0, {"dlrun": 0.1})], [new])
     assert [(r["table"], r["scores"]["dlrun"]["r2"]) for r in records] == [("a", 0.7), ("b", 0.1)]
 
