@@ -3,7 +3,8 @@
 
   CatBoost   CatBoostClassifier / Regressor defaults (1000 trees), text columns as native categorical features.
   RealMLP    pytabkit RealMLP_TD (Holzmueller et al. 2024, "Better by Default"), its tuned defaults.
-  TabM-D     pytabkit TabM_D (Gorishniy et al. 2025), its tuned defaults (slow on CPU: only when asked for).
+  TabM-D     pytabkit TabM_D (Gorishniy et al. 2025), its tuned defaults (slow on CPU: only when asked for, and
+             capped in wall time per fit by bench/quality.py: a fit past the cap counts as not finished).
   HGB        scikit-learn HistGradientBoosting defaults.
   MLP        scikit-learn MLPClassifier / MLPRegressor (64, 32, 16), early_stopping=True.
   Linear     scikit-learn LogisticRegression / RidgeCV.
@@ -15,8 +16,10 @@ raw numbers (pytabkit's with median imputation: it takes no missing numbers) and
 
 from __future__ import annotations
 
+import signal
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,6 +32,29 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 BASELINES = ("CatBoost", "RealMLP", "TabM-D", "HGB", "MLP", "Linear")
+
+
+class FitTimeout(Exception):
+    """A fit ran past its time limit; the bench records the model as not finished on that table-seed."""
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise FitTimeout inside the block after `seconds` of wall time (SIGALRM: main thread, Unix only)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise FitTimeout(f"fit ran past {seconds:.0f} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def numeric_columns(frame: pd.DataFrame, features: list[str]) -> list[str]:
@@ -56,8 +82,11 @@ def _sklearn_prep(numeric: list[str], text: list[str]) -> ColumnTransformer:
 
 
 def fit_predict(name: str, task: str, train: pd.DataFrame, test: pd.DataFrame, features: list[str], target: str,
-                seed: int) -> np.ndarray:
-    """Fit baseline `name` on `train` and return its predictions for `test` (class names or numbers)."""
+                seed: int, limit_s: float | None = None) -> np.ndarray:
+    """Fit baseline `name` on `train` and return its predictions for `test` (class names or numbers).
+
+    With `limit_s`, a fit still running after that many seconds raises FitTimeout.
+    """
     numeric = numeric_columns(train, features)
     text = [c for c in features if c not in numeric]
     classify = task == "classification"
@@ -79,7 +108,7 @@ def fit_predict(name: str, task: str, train: pd.DataFrame, test: pd.DataFrame, f
             kind = "RealMLP_TD" if name == "RealMLP" else "TabM_D"
             model = getattr(pytabkit, f"{kind}_{'Classifier' if classify else 'Regressor'}")(
                 device="cpu", random_state=seed, n_threads=1, verbosity=0)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), time_limit(limit_s):
             warnings.simplefilter("ignore")
             model.fit(X_train, y)
             return np.asarray(model.predict(X_test)).reshape(-1)
@@ -92,7 +121,7 @@ def fit_predict(name: str, task: str, train: pd.DataFrame, test: pd.DataFrame, f
     if not classify and name in ("MLP", "Linear"):
         model = TransformedTargetRegressor(model, transformer=StandardScaler())
     X_train, X_test = (as_model_input(f, features, numeric, None) for f in (train, test))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), time_limit(limit_s):
         warnings.simplefilter("ignore")  # ConvergenceWarning at scikit-learn's default max_iter
         model.fit(X_train, y)
     return np.asarray(model.predict(X_test)).reshape(-1)

@@ -14,6 +14,7 @@ PREPROCESS = "preprocess.json"  # the fitted preprocessing state
 HISTORY = "metrics.csv"  # one row per epoch
 METRICS = "metrics.json"  # {split: {target: {metric: value}}} of the best epoch
 PREDICTIONS = "predictions.csv"  # the test split with prediction columns
+MEMBERS = "members.csv"  # a TabM run: each member's prediction on the test rows (run/members.py)
 DIAGNOSTICS = "diagnostics.csv"  # per layer and epoch: gradient and weight norms, dead units
 REPORT = "report.html"
 EVALUATION = "eval.json"  # what `dlrun eval` writes unless given --output

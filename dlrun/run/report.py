@@ -34,6 +34,8 @@ CAPTIONS = {
     "diagnostics": "Per layer and epoch: gradient norm on a fixed training batch, weight norm, how far the weights "
                    "moved during the epoch relative to their size, dead ReLU units on a fixed validation batch.",
     "learning": "Each fold's training and validation loss per epoch (cross-validation or ensemble); dots: best epochs.",
+    "members": "Test split, TabM's k members: left, how much they disagree on each row (standard deviation over "
+               "members); right, each member's own test score against the ensemble's (the mean of the members).",
     "dropout": "From `dlrun explain dropout`: validation rows through the model with dropout on (dots) and off (bars).",
 }
 STYLE = """
@@ -79,6 +81,9 @@ def build_report(run_dir: Path | str) -> Report:
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     weights = train.get("loss_weight") if isinstance(train.get("loss_weight"), dict) else {}
     plots = write_plots(run_dir, tasks, units, record.best_epoch, weights)
+    from dlrun.run.member_plots import write_member_plots  # a TabM run's members (members.csv)
+
+    write_member_plots(run_dir, tasks, units, plots)
     model = config.get("model") if isinstance(config.get("model"), dict) else {}
     warnings = diagnostics_warnings(run_dir, model.get("activation", "relu")) + plots.problems
     # drawn on request by `dlrun explain dropout`, and by a cv or ensemble directory: shown once they exist

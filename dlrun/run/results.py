@@ -12,6 +12,7 @@ from dlrun.data.tensors import Split
 from dlrun.metrics.score import score
 from dlrun.model.forward import forward_split
 from dlrun.run import layout
+from dlrun.run.members import write_member_predictions
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
 
 
@@ -36,4 +37,5 @@ def write_results(run_dir: Path, dataset: Dataset, prep: Preprocessor, model, sp
             write_csv(run_dir / layout.confusion_file(target), confusion_frame(prep, target, outputs["test"][target], test.y[target]))
     rows = dataset.part("test")[dataset.features + dataset.targets]
     write_csv(run_dir / layout.PREDICTIONS, with_predictions(rows, prediction_frame(prep, outputs["test"])))
+    write_member_predictions(run_dir, prep, model, test.X)  # a TabM model's members, for the report's spread plot
     return metrics
