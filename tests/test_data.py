@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from dlrun.config.load import validate_config
-from dlrun.data.load import SPLITS, infer_task, load_dataset, make_synthetic, read_csv
+from dlrun.data.load import infer_task, load_dataset, make_synthetic, read_csv
+from dlrun.data.splits import SPLITS
 from dlrun.core.errors import DataError
 
 from conftest import make_classification_frame, make_regression_frame

@@ -10,16 +10,14 @@ import re
 from typing import Optional
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from dlrun.config.section import Section as _Section
 
 # The stores MLflow's client logs to. Not a folder (`./mlruns`, file:): MLflow 3 refuses to write new runs there.
 STORE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 MAX_EXPERIMENT_CHARS = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class MlflowConfig(_Section):

@@ -64,6 +64,15 @@ def category_keys(values: pd.Series) -> pd.Series:
     return values.map(stripped).astype(object).where(values.notna(), np.nan)
 
 
+def category_counts(values: pd.Series) -> dict[str, int]:
+    """Rows per category key of a column's present values, counted once per distinct value."""
+    counts: dict[str, int] = {}
+    for value, n in values.value_counts().items():
+        key = category_key(value)
+        counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
 def class_key(value: Any) -> Any:
     """One spelling per class, so 1, 1.0 and np.int64(1) are the same label and labels stay JSON-native."""
     if isinstance(value, (bool, np.bool_)):

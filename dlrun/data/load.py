@@ -14,11 +14,11 @@ import pandas as pd
 from dlrun.config.schema import DataConfig
 from dlrun.core.errors import DataError
 from dlrun.data import cells, splits
+from dlrun.data.splits import require_column as _require_column
 from dlrun.data.clean import learn_columns
 from dlrun.data.columns import ColumnDecision, decide_columns, warnings_for
 from dlrun.data.sources import read_parquet, resolve_source, same_columns
 
-SPLITS = ("train", "val", "test")
 
 # Built-in data sets: the file they live in, their default target(s) and columns that are not features.
 BUILTINS = {
@@ -341,11 +341,6 @@ def _require_usable_classes(values: pd.Series, column: str) -> None:
         )
 
 
-def _require_column(frame: pd.DataFrame, column: str, field: str) -> None:
-    if column not in frame.columns:
-        raise DataError(f"{field}: column {column!r} is not in the data; columns are: {', '.join(map(str, frame.columns))}")
-
-
 def assign_split(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], tasks: dict[str, str], seed: int) -> np.ndarray:
     """Label each row train/val/test, from a split column or by seeded fractions, stratified on the first class target;
     whole groups or time order with data.split.group / order, and one cv fold's rows with data.split.fold (splits.py)."""
@@ -353,52 +348,9 @@ def assign_split(frame: pd.DataFrame, cfg: DataConfig, targets: list[str], tasks
     for column, key in ((cfg.split.group, "data.split.group"), (cfg.split.order, "data.split.order")):
         if column is not None:
             _require_column(frame, column, key)
-    split = _split_from_column(frame, cfg.split.column) if cfg.split.column is not None else _split_by_fractions(
+    split = splits.split_from_column(frame, cfg.split.column) if cfg.split.column is not None else splits.split_by_fractions(
         frame, cfg, class_target, seed)
     return splits.fold_split(frame, split, cfg, class_target, seed) if cfg.split.fold is not None else split
-
-
-def _split_by_fractions(frame: pd.DataFrame, cfg: DataConfig, class_target: str | None, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    fractions = (cfg.split.val, cfg.split.test)
-    if cfg.split.order is not None:
-        split = splits.ordered_split(splits.order_values(frame, cfg.split.order), fractions)
-    elif cfg.split.group is not None:
-        split = splits.grouped_split(splits.group_values(frame, cfg.split.group), fractions, rng)
-    else:
-        split = _stratified_split(frame, class_target, fractions, rng)
-    for name in SPLITS:
-        if not np.any(split == name):
-            raise DataError(f"the {name} split is empty: {len(frame)} rows are too few for data.split {fractions}"
-                            + (f" in whole groups of {cfg.split.group!r}" if cfg.split.group else ""))
-    return split
-
-
-def _stratified_split(frame: pd.DataFrame, class_target: str | None, fractions: tuple[float, float],
-                      rng: np.random.Generator) -> np.ndarray:
-    groups = frame[class_target].astype(str).to_numpy() if class_target else np.zeros(len(frame), dtype=int)
-    split = np.empty(len(frame), dtype=object)
-    for group in pd.unique(groups):
-        rows = rng.permutation(np.flatnonzero(groups == group))
-        n_val, n_test = (int(round(len(rows) * fraction)) for fraction in fractions)
-        if n_val + n_test >= len(rows):  # a tiny class keeps at least one training row
-            n_val, n_test = (len(rows) - 1) // 2, len(rows) - 1 - (len(rows) - 1) // 2
-        split[rows[:n_val]] = "val"
-        split[rows[n_val : n_val + n_test]] = "test"
-        split[rows[n_val + n_test :]] = "train"
-    return split
-
-
-def _split_from_column(frame: pd.DataFrame, column: str) -> np.ndarray:
-    _require_column(frame, column, "data.split.column")
-    values = frame[column].astype(str).str.strip().str.lower().to_numpy()
-    bad = sorted(set(values) - set(SPLITS))
-    if bad:
-        raise DataError(f"data.split.column {column!r} holds {bad[:5]}; allowed values are train, val, test")
-    for name in SPLITS:
-        if not np.any(values == name):
-            raise DataError(f"data.split.column {column!r} has no {name!r} rows")
-    return values.astype(object)
 
 
 def builtin_path(file: str) -> Path:

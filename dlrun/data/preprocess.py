@@ -15,7 +15,7 @@ from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
 from dlrun.data.clean import ColumnCounts, read_columns
 from dlrun.data.columns import ColumnDecision
-from dlrun.data.encoding import (MISSING, category_codes, category_key, category_keys, class_key, finite_or_missing,
+from dlrun.data.encoding import (MISSING, category_codes, category_counts, category_keys, class_key, finite_or_missing,
                                  is_numeric_dtype, nanmedian_columns, sorted_classes)
 from dlrun.data.scaling import InputLayout, apply_scaler, fit_scaler, invert_scaler, quantile_bins
 
@@ -366,15 +366,6 @@ class Preprocessor:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RunError(f"preprocess.json is not a dlrun preprocessing state ({type(exc).__name__}: {exc})") from None
         return fitted
-
-
-def category_counts(values: pd.Series) -> dict[str, int]:
-    """Rows per category key of a column's present values, counted once per distinct value."""
-    counts: dict[str, int] = {}
-    for value, n in values.value_counts().items():
-        key = category_key(value)
-        counts[key] = counts.get(key, 0) + int(n)
-    return counts
 
 
 def _check_state(fitted: Preprocessor) -> None:

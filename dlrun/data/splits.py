@@ -15,6 +15,7 @@ import pandas as pd
 from dlrun.config.schema import DataConfig
 from dlrun.core.errors import DataError
 
+SPLITS = ("train", "val", "test")
 UNUSED = "unused"  # an ordered fold's rows later than its validation block: neither trained on nor scored
 
 
@@ -113,3 +114,51 @@ def fold_split(frame: pd.DataFrame, split: np.ndarray, cfg: DataConfig, stratify
     if not np.any(result == "train"):
         raise DataError(f"fold {fold.index} of {fold.k} has no training rows")
     return result
+
+
+def require_column(frame: pd.DataFrame, column: str, field: str) -> None:
+    if column not in frame.columns:
+        raise DataError(f"{field}: column {column!r} is not in the data; columns are: {', '.join(map(str, frame.columns))}")
+
+
+def split_by_fractions(frame: pd.DataFrame, cfg: DataConfig, class_target: str | None, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    fractions = (cfg.split.val, cfg.split.test)
+    if cfg.split.order is not None:
+        split = ordered_split(order_values(frame, cfg.split.order), fractions)
+    elif cfg.split.group is not None:
+        split = grouped_split(group_values(frame, cfg.split.group), fractions, rng)
+    else:
+        split = stratified_split(frame, class_target, fractions, rng)
+    for name in SPLITS:
+        if not np.any(split == name):
+            raise DataError(f"the {name} split is empty: {len(frame)} rows are too few for data.split {fractions}"
+                            + (f" in whole groups of {cfg.split.group!r}" if cfg.split.group else ""))
+    return split
+
+
+def stratified_split(frame: pd.DataFrame, class_target: str | None, fractions: tuple[float, float],
+                      rng: np.random.Generator) -> np.ndarray:
+    groups = frame[class_target].astype(str).to_numpy() if class_target else np.zeros(len(frame), dtype=int)
+    split = np.empty(len(frame), dtype=object)
+    for group in pd.unique(groups):
+        rows = rng.permutation(np.flatnonzero(groups == group))
+        n_val, n_test = (int(round(len(rows) * fraction)) for fraction in fractions)
+        if n_val + n_test >= len(rows):  # a tiny class keeps at least one training row
+            n_val, n_test = (len(rows) - 1) // 2, len(rows) - 1 - (len(rows) - 1) // 2
+        split[rows[:n_val]] = "val"
+        split[rows[n_val : n_val + n_test]] = "test"
+        split[rows[n_val + n_test :]] = "train"
+    return split
+
+
+def split_from_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    require_column(frame, column, "data.split.column")
+    values = frame[column].astype(str).str.strip().str.lower().to_numpy()
+    bad = sorted(set(values) - set(SPLITS))
+    if bad:
+        raise DataError(f"data.split.column {column!r} holds {bad[:5]}; allowed values are train, val, test")
+    for name in SPLITS:
+        if not np.any(values == name):
+            raise DataError(f"data.split.column {column!r} has no {name!r} rows")
+    return values.astype(object)

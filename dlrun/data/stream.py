@@ -23,7 +23,8 @@ from dlrun.core.errors import DataError
 from dlrun.data.chunks import table_chunks
 from dlrun.data.clean import read_columns
 from dlrun.data.columns import ColumnDecision
-from dlrun.data.load import SPLITS, resolve_targets, used_columns
+from dlrun.data.load import resolve_targets, used_columns
+from dlrun.data.splits import SPLITS
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.sources import n_rows_and_columns
 from dlrun.data.tensors import Split

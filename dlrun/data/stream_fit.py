@@ -22,8 +22,10 @@ from dlrun.core.errors import DataError
 from dlrun.data.clean import read_columns
 from dlrun.data.encoding import class_key, sorted_classes
 from dlrun.data.finite import require_finite_scaling
-from dlrun.data.load import SPLITS, Dataset, dataset_of
-from dlrun.data.preprocess import Preprocessor, category_counts
+from dlrun.data.load import Dataset, dataset_of
+from dlrun.data.splits import SPLITS
+from dlrun.data.encoding import category_counts
+from dlrun.data.preprocess import Preprocessor
 from dlrun.data.stream import StreamedTable
 
 

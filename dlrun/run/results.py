@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dlrun.core.io import write_csv, write_json
-from dlrun.data.load import SPLITS, Dataset
+from dlrun.data.load import Dataset
+from dlrun.data.splits import SPLITS
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.tensors import Split
 from dlrun.metrics.score import score

@@ -29,7 +29,8 @@ from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.state import Callback
 from dlrun.config.schema import Config
-from dlrun.data.load import SPLITS, Dataset, load_dataset
+from dlrun.data.load import Dataset, load_dataset
+from dlrun.data.splits import SPLITS
 from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError

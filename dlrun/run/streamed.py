@@ -19,7 +19,7 @@ from dlrun.config.schema import Config
 from dlrun.core.errors import RunError
 from dlrun.core.heap import keep_large_blocks_off_the_heap
 from dlrun.core.io import write_atomic, write_csv, write_json
-from dlrun.data.load import SPLITS
+from dlrun.data.splits import SPLITS
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.stream_fit import StreamFit, fit_streamed, streamed_summary
 from dlrun.data.tensors import Split, to_split
