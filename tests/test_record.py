@@ -112,12 +112,12 @@ def test_runs_lists_a_run_without_a_readable_run_json_as_broken(tmp_path):
 
 
 def test_the_record_is_written_first_and_says_failed_when_a_later_write_fails(tmp_path, monkeypatch):
-    import dlrun.run.runner as runner
+    import dlrun.run.outcome as outcome  # begin_run writes a run's first files
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(runner, "write_config", full_disk)
+    monkeypatch.setattr(outcome, "write_config", full_disk)
     with pytest.raises(OSError):
         train(validate_config(merge(FAST, {"data": {"dataset": "salary"}})), tmp_path)
     (run_dir,) = tmp_path.iterdir()

@@ -1,5 +1,5 @@
-"""What a training run ends with and the checks around it, shared by the in-memory runner and the streamed one:
-the Run a caller gets, the config with inferred targets written in, a failed or interrupted run's status, out of
+"""How a training run begins and ends, and the checks around it, shared by the in-memory runner and the streamed one:
+the first files a run writes, the Run a caller gets, the config with inferred targets written in, a failed or interrupted run's status, out of
 memory explained, and metrics that diverged."""
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from dlrun.config.schema import Config
 from dlrun.core.errors import ConfigError
 from dlrun.data.load import Dataset, resolve_units
 from dlrun.metrics.score import epoch_columns
-from dlrun.run.directory import now
-from dlrun.run.record import RunRecord, write_status
+from dlrun.core.io import write_json
+from dlrun.data.preprocess import Preprocessor
+from dlrun.run import layout
+from dlrun.run.directory import environment, now, write_config
+from dlrun.run.record import RunRecord, write_record, write_status
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,24 @@ class Run:
     data_summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what fine-tuning loaded, re-initialised or froze
     warnings: list[str] = field(default_factory=list)  # training-health warnings, plots or report that failed
+
+
+def begin_run(run_dir: Path, cfg: Config, device: torch.device, prep: Preprocessor, summary: dict[str, Any],
+              notes: list[str], score_test: bool, seconds_preparing: float) -> RunRecord:
+    """Write what resuming needs and return the run's record. config.yaml comes first: from it alone a run killed at
+    any later moment can be started again in place; then the record (small: a failure can still be written), then
+    the fitted preprocessing."""
+    record = RunRecord(status="running", started=now(), ended=None, name=cfg.name, data_source=cfg.data.dataset or cfg.data.path,
+                       seed=cfg.seed, device=str(device), **environment(), data=summary, notes=notes, score_test=score_test,
+                       seconds={"load_and_preprocess": round(seconds_preparing, 3)})
+    try:
+        write_config(run_dir, cfg)
+        write_record(run_dir, record)
+        write_json(run_dir / layout.PREPROCESS, prep.to_dict())
+    except BaseException as exc:
+        record_failure(run_dir, record, exc)
+        raise
+    return record
 
 
 def record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:

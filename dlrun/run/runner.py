@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dlrun.run import layout
-from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_config, write_config
+from dlrun.run.directory import create_run_dir, now, open_run_files, read_config, write_config
 from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.stop_on_signal import StopOnSignal
@@ -35,13 +35,12 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
-from dlrun.run.outcome import (Run, check_against_tasks, non_finite_warnings, out_of_memory_explained,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, non_finite_warnings, out_of_memory_explained,
                                record_failure as _record_failure, resolve)
 from dlrun.run.results import write_results
 from dlrun.run.streamed import resume_streamed, train_streamed
 from dlrun.data.stream import streams
 from dlrun.data.tensors import to_split
-from dlrun.core.io import write_json
 from dlrun.training.losses import Criterion
 from dlrun.metrics.health import overfitting, validation_warnings
 from dlrun.model.mlp import build_model
@@ -210,20 +209,9 @@ def resumable_config(run_dir: Path) -> Config:
 
 def _start(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], score_test: bool, notes: list[str],
            started: float, world: World = SINGLE) -> Run:
-    """Write what resuming needs, then train. config.yaml comes first: from it alone a run killed at any later
-    moment can be started again in place; then the record (small: a failure can still be written), then the
-    fitted preprocessing."""
-    record = RunRecord(status="running", started=now(), ended=None, name=ready.cfg.name,
-                       data_source=ready.cfg.data.dataset or ready.cfg.data.path, seed=ready.cfg.seed,
-                       device=str(ready.device), **environment(), data=ready.summary, notes=notes, score_test=score_test,
-                       seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
-    try:
-        write_config(run_dir, ready.cfg)
-        write_record(run_dir, record)
-        write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
-    except BaseException as exc:
-        _record_failure(run_dir, record, exc)
-        raise
+    """Write what resuming needs (outcome.begin_run), then train."""
+    record = begin_run(run_dir, ready.cfg, ready.device, ready.prep, ready.summary, notes, score_test,
+                       time.perf_counter() - started)
     return _execute(ready, run_dir, record, callbacks, resume=None, world=world)
 
 

@@ -29,11 +29,11 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.model.forward import forward_split
 from dlrun.model.mlp import build_model
 from dlrun.run import layout
-from dlrun.run.directory import create_run_dir, environment, now, open_run_files, read_config, write_config
+from dlrun.run.directory import create_run_dir, now, open_run_files, read_config, write_config
 from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.lock import hold_run_lock
-from dlrun.run.outcome import (Run, check_against_tasks, non_finite_warnings, out_of_memory_explained, record_failure,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, non_finite_warnings, out_of_memory_explained, record_failure,
                                resolve)
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record
@@ -99,17 +99,8 @@ def train_streamed(cfg: Config, runs_dir: Path | str = "runs", callbacks: Sequen
     run_dir = create_run_dir(Path(runs_dir), ready.cfg.name)
     try:
         with hold_run_lock(run_dir):
-            record = RunRecord(status="running", started=now(), ended=None, name=ready.cfg.name,
-                               data_source=ready.cfg.data.path, seed=ready.cfg.seed, device=str(ready.device),
-                               **environment(), data=ready.summary, notes=notes, score_test=score_test,
-                               seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
-            try:
-                write_config(run_dir, ready.cfg)
-                write_record(run_dir, record)
-                write_json(run_dir / layout.PREPROCESS, ready.prep.to_dict())
-            except BaseException as exc:
-                record_failure(run_dir, record, exc)
-                raise
+            record = begin_run(run_dir, ready.cfg, ready.device, ready.prep, ready.summary, notes, score_test,
+                               time.perf_counter() - started)
             return _execute(ready, run_dir, record, callbacks, resume=None)
     except BaseException:
         if not any((run_dir / name).exists() for name in (layout.CONFIG, layout.RECORD)):

@@ -93,10 +93,19 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         }
         row = world.agree(row)  # one row on every process: no process decides (best epoch, stopping) alone
         state.history.append(row)
-        _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
-        for callback in callbacks:
-            callback.on_epoch_end(state, row)
+        end_epoch(state, row, stopping, callbacks)
+    return end_training(model, state, callbacks)
 
+
+def end_epoch(state: TrainState, row: dict[str, Any], stopping: Any, callbacks: Sequence[Callback]) -> None:
+    """An epoch's row is in the history: keep the best weights, then let every callback see the epoch."""
+    _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
+    for callback in callbacks:
+        callback.on_epoch_end(state, row)
+
+
+def end_training(model: nn.Module, state: TrainState, callbacks: Sequence[Callback]) -> TrainState:
+    """The best epoch's weights go back into the model, then the callbacks hear that training ended."""
     model.load_state_dict(state.best_state)
     for callback in callbacks:
         callback.on_train_end(state)

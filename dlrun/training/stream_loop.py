@@ -19,7 +19,7 @@ from dlrun.metrics.score import score
 from dlrun.model.forward import forward_split
 from dlrun.training.callbacks import EarlyStopping
 from dlrun.training.checkpoint import restore
-from dlrun.training.loop import _track_best
+from dlrun.training.loop import end_epoch, end_training
 from dlrun.training.losses import Criterion
 from dlrun.training.schedule import LRSchedule
 from dlrun.training.shuffle import ShuffleBuffer
@@ -62,17 +62,23 @@ def fit_stream(model: nn.Module, chunks: Chunks, prep: Preprocessor, cfg: Config
         for callback in callbacks:
             callback.on_epoch_begin(state)
         model.train()
-        loss_sum, n_rows = torch.zeros((), device=device), 0  # summed on the device: no host sync per batch
+        # per target, summed on the device: no host sync per batch
+        loss_sums, n_rows = [torch.zeros((), device=device) for _ in criterion.parts], 0
         for batch in buffer.batches(chunks("train")):
             if drop_single and len(batch) == 1:
                 continue
-            loss_sum += step(batch.X, batch.y) * len(batch)
+            for k, term in enumerate(step(batch.X, batch.y)):  # each target's weighted loss term
+                loss_sums[k] += term * len(batch)
             n_rows += len(batch)
         outputs, truth = scored_split(model, chunks("val"))
+        train_terms = [float(total / max(n_rows, 1)) for total in loss_sums]  # row-weighted means
+        val_terms = [float(term) for term in criterion.terms(outputs, truth)]
         row = {
             "epoch": epoch,
-            "train_loss": float(loss_sum / max(n_rows, 1)),
-            "val_loss": float(criterion(outputs, truth)),
+            "train_loss": sum(train_terms),
+            "val_loss": sum(val_terms),
+            **criterion.per_target(train_terms, "train"),
+            **criterion.per_target(val_terms, "val"),
             **flatten(score(outputs, truth, prep), "val"),
             "lr": state.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - started,
@@ -80,14 +86,8 @@ def fit_stream(model: nn.Module, chunks: Chunks, prep: Preprocessor, cfg: Config
         state.history.append(row)
         rows_before = state.stream["train_rows_read"] if state.stream else 0
         state.stream = {"epoch": epoch, "train_rows_read": rows_before + n_rows, "rows_per_epoch": n_rows}
-        _track_best(state, row, stopping.min_delta if stopping else 0.0, keep_last=stopping is None)
-        for callback in callbacks:
-            callback.on_epoch_end(state, row)
-
-    model.load_state_dict(state.best_state)
-    for callback in callbacks:
-        callback.on_train_end(state)
-    return state
+        end_epoch(state, row, stopping, callbacks)
+    return end_training(model, state, callbacks)
 
 
 def scored_split(model: nn.Module, chunks: Iterable[Split]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
