@@ -1,4 +1,4 @@
-"""How a training run begins and ends, and the checks around it, shared by the in-memory runner and the streamed one:
+"""How a training run begins and ends (its first files; completed, its report drawn), and the checks around it, shared by the in-memory runner and the streamed one:
 the first files a run writes, the Run a caller gets, the config with inferred targets written in, a failed or interrupted run's status, out of
 memory explained, and metrics that diverged."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,17 @@ import torch
 from dlrun.config.schema import Config
 from dlrun.core.errors import ConfigError
 from dlrun.data.load import Dataset, resolve_units
+from dlrun.metrics.health import overfitting
 from dlrun.metrics.score import epoch_columns
 from dlrun.core.io import write_json
 from dlrun.data.preprocess import Preprocessor
 from dlrun.run import layout
 from dlrun.run.directory import environment, now, write_config
 from dlrun.run.record import RunRecord, write_record, write_status
+from dlrun.run.report import publish
+from dlrun.run.tracked import finish_tracking
+from dlrun.training.state import TrainState
+from dlrun.training.tracking import Tracking
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,27 @@ def begin_run(run_dir: Path, cfg: Config, device: torch.device, prep: Preprocess
         record_failure(run_dir, record, exc)
         raise
     return record
+
+
+def complete_run(run_dir: Path, cfg: Config, record: RunRecord, state: TrainState, metrics: dict[str, Any],
+                 seconds: dict[str, float], summary: dict[str, Any], tracking: Tracking | None = None) -> Run:
+    """Record a run that trained to its end: completed, why it stopped, and warnings when its numbers say it diverged
+    or overfitted; then plots and report.html (never raising: a failure there is one more warning) and the trackers'
+    end."""
+    stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
+    health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
+    overfit = overfitting(state.history)
+    record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
+                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds,
+                            warnings=health, overfitting=overfit)
+    write_record(run_dir, record)
+    published = time.perf_counter()
+    warnings = health + ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
+    seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
+    warnings += finish_tracking(tracking, run_dir, "completed", metrics, state.epoch)
+    write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
+    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, summary, record.notes,
+               warnings)
 
 
 def record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:

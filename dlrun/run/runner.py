@@ -35,18 +35,17 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
-from dlrun.run.outcome import (Run, begin_run, check_against_tasks, non_finite_warnings, out_of_memory_explained,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, out_of_memory_explained,
                                record_failure as _record_failure, resolve)
 from dlrun.run.results import write_results
 from dlrun.run.streamed import resume_streamed, train_streamed
 from dlrun.data.stream import streams
 from dlrun.data.tensors import to_split
 from dlrun.training.losses import Criterion
-from dlrun.metrics.health import overfitting, validation_warnings
+from dlrun.metrics.health import validation_warnings
 from dlrun.model.mlp import build_model
 from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
-from dlrun.run.report import publish
 from dlrun.data.tensors import Split
 from dlrun.training.loop import fit
 from dlrun.training.transfer import freeze, prepare_for_finetuning
@@ -252,21 +251,7 @@ def _execute(ready: Prepared, run_dir: Path, record: RunRecord, callbacks: Seque
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):  # a second Ctrl-C
             raise RunInterrupted(run_dir, None, "SIGINT") from None
         raise
-    stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
-    health = non_finite_warnings(metrics)  # completed, but its numbers say it diverged: said in run.json and output
-    overfit = overfitting(state.history)
-    record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
-                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds,
-                            warnings=health, overfitting=overfit)
-    write_record(run_dir, record)
-    # plots and report.html; never raises, a failure there is one more warning
-    published = time.perf_counter()
-    warnings = health + ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
-    seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
-    warnings += finish_tracking(tracking, run_dir, "completed", metrics, state.epoch)
-    write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
-    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
-               record.notes, warnings)
+    return complete_run(run_dir, cfg, record, state, metrics, seconds, ready.summary, tracking)
 
 
 def _follow(ready: Prepared, run_dir: Path, callbacks: Sequence[Callback], notes: list[str],

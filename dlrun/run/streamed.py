@@ -23,7 +23,7 @@ from dlrun.data.splits import SPLITS
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.stream_fit import StreamFit, fit_streamed, streamed_summary
 from dlrun.data.tensors import Split, to_split
-from dlrun.metrics.health import overfitting, validation_warnings
+from dlrun.metrics.health import validation_warnings
 from dlrun.metrics.score import score
 from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.model.forward import forward_split
@@ -33,11 +33,10 @@ from dlrun.run.directory import create_run_dir, now, open_run_files, read_config
 from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.lock import hold_run_lock
-from dlrun.run.outcome import (Run, begin_run, check_against_tasks, non_finite_warnings, out_of_memory_explained, record_failure,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, out_of_memory_explained, record_failure,
                                resolve)
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record
-from dlrun.run.report import publish
 from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.checkpoint import load_weights, resume_point
@@ -174,19 +173,7 @@ def _execute(ready: StreamReady, run_dir: Path, record: RunRecord, callbacks: Se
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):
             raise RunInterrupted(run_dir, None, "SIGINT") from None
         raise
-    stop_reason = state.stop_reason or f"ran all {state.epoch} epochs"
-    health = non_finite_warnings(metrics)
-    overfit = overfitting(state.history)
-    record = record.updated(status="completed", ended=now(), epochs_run=state.epoch, best_epoch=state.best_epoch,
-                            monitor=state.monitor, best_value=state.best_value, stop_reason=stop_reason, seconds=seconds,
-                            warnings=health, overfitting=overfit)
-    write_record(run_dir, record)
-    published = time.perf_counter()
-    warnings = health + ([overfit["message"]] if overfit else []) + publish(run_dir, cfg.model.activation, draw=cfg.report)
-    seconds = {**seconds, "plots_and_report": round(time.perf_counter() - published, 3)}
-    write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
-    return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, ready.summary,
-               record.notes, warnings)
+    return complete_run(run_dir, cfg, record, state, metrics, seconds, ready.summary)
 
 
 def class_counts(summary: dict[str, Any], prep: Preprocessor) -> dict[str, list[int]]:

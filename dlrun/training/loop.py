@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -55,16 +55,8 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
     if resume is not None:
         restore(state, resume)
 
-    for callback in callbacks:
-        callback.on_train_begin(state)
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        if state.stop:  # decided at the end of the previous epoch, or before the kill a resumed run recovers from
-            break
-        started = time.perf_counter()
-        state.epoch = epoch
-        for callback in callbacks:
-            callback.on_epoch_begin(state)
-        model.train()
+    for started in begin_epochs(model, state, cfg.train.epochs, callbacks):
+        epoch = state.epoch
         # One gather per epoch, then contiguous slices: cheaper than indexing every batch.
         order = shard.rows(torch.randperm(len(train), generator=shuffler) if cfg.data.shuffle else None, len(train), device)
         X = train.X[order] if order is not None else train.X
@@ -95,6 +87,22 @@ def fit(model: nn.Module, train: Split, val: Split, prep: Preprocessor, cfg: Con
         state.history.append(row)
         end_epoch(state, row, stopping, callbacks)
     return end_training(model, state, callbacks)
+
+
+def begin_epochs(model: nn.Module, state: TrainState, last_epoch: int, callbacks: Sequence[Callback]) -> Iterator[float]:
+    """The epochs left to train, each begun (callbacks told, the model in training mode); yields its start time. Stops
+    early when state.stop was decided at the end of the previous epoch, or before the kill a resumed run recovers from."""
+    for callback in callbacks:
+        callback.on_train_begin(state)
+    for epoch in range(state.epoch + 1, last_epoch + 1):
+        if state.stop:
+            return
+        started = time.perf_counter()
+        state.epoch = epoch
+        for callback in callbacks:
+            callback.on_epoch_begin(state)
+        model.train()
+        yield started
 
 
 def end_epoch(state: TrainState, row: dict[str, Any], stopping: Any, callbacks: Sequence[Callback]) -> None:

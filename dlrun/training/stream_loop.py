@@ -19,7 +19,7 @@ from dlrun.metrics.score import score
 from dlrun.model.forward import forward_split
 from dlrun.training.callbacks import EarlyStopping
 from dlrun.training.checkpoint import restore
-from dlrun.training.loop import end_epoch, end_training
+from dlrun.training.loop import begin_epochs, end_epoch, end_training
 from dlrun.training.losses import Criterion
 from dlrun.training.schedule import LRSchedule
 from dlrun.training.shuffle import ShuffleBuffer
@@ -52,16 +52,8 @@ def fit_stream(model: nn.Module, chunks: Chunks, prep: Preprocessor, cfg: Config
             raise RunError(f"last.pt records {state.epoch} epochs but a stream position after epoch {state.stream['epoch']}")
     drop_single = cfg.model.norm == "batch"  # batch norm cannot train on a batch of one row
 
-    for callback in callbacks:
-        callback.on_train_begin(state)
-    for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
-        if state.stop:
-            break
-        started = time.perf_counter()
-        state.epoch = epoch
-        for callback in callbacks:
-            callback.on_epoch_begin(state)
-        model.train()
+    for started in begin_epochs(model, state, cfg.train.epochs, callbacks):
+        epoch = state.epoch
         # per target, summed on the device: no host sync per batch
         loss_sums, n_rows = [torch.zeros((), device=device) for _ in criterion.parts], 0
         for batch in buffer.batches(chunks("train")):
