@@ -276,17 +276,17 @@ def test_chunked_predict_and_eval_equal_one_pass(finished, tmp_path, monkeypatch
     expected.to_csv(tmp_path / "expected.csv", index=False)
     one_pass = batch.evaluate(finished["run"], tmp_path / "rows.csv", output=tmp_path / "one.json").metrics
 
-    from dlrun.data import audit
+    from dlrun.data import chunks as reader
 
     monkeypatch.setattr(batch, "CHUNK_ROWS", 8)
     chunks = []
-    real = audit.csv_chunks
+    real = reader.csv_chunks
 
     def counted(path, rows, **reading):  # the slices read for the model (the as-written ones come alongside)
         slices = real(path, rows, **reading)
         return slices if reading.get("as_text") else (chunks.append(len(c)) or c for c in slices)
 
-    monkeypatch.setattr(audit, "csv_chunks", counted)
+    monkeypatch.setattr(reader, "csv_chunks", counted)
     result = batch.predict(finished["run"], tmp_path / "rows.csv", tmp_path / "chunked.csv")
     assert len(chunks) == 12 and result.n_rows == 90  # really read in slices
     assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
