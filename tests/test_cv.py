@@ -210,6 +210,11 @@ def test_a_classification_ensemble_averages_its_members_probabilities_and_report
     assert served[[f"species_proba_{c}" for c in classes]].to_numpy() == pytest.approx(proba.double().numpy(), abs=1e-6)
     with pytest.raises(ConfigError, match="ensemble of 2 fold models"):
         export_run(result.cv_dir)
+    from dlrun.core.errors import RunError
+    from dlrun.probe.explain import explain_dropout
+
+    with pytest.raises(RunError, match="explain one of them"):
+        explain_dropout(result.cv_dir, output=tmp_path / "d.png")
 
 
 # ---- sweeps scored on folds -------------------------------------------------------------------------

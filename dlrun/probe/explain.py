@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from dlrun.run import layout
-from dlrun.run.directory import open_run
+from dlrun.folds.predictor import open_predictor
 from dlrun.config.schema import ModelConfig
 from dlrun.data.load import load_dataset
-from dlrun.core.errors import ConfigError
+from dlrun.core.errors import ConfigError, RunError
 from dlrun.data.tensors import to_split
 from dlrun.model.activations import ACTIVATIONS
 from dlrun.model.forward import forward_split
@@ -99,7 +99,11 @@ def explain_dropout(run_dir: Path | str, n_rows: int = 8, n_passes: int = 30, ou
     in eval mode: train-mode outputs scatter, eval-mode outputs are one fixed value."""
     if not 1 <= n_rows <= 100 or not 2 <= n_passes <= 1000:
         raise ConfigError(f"--rows must be 1..100 and --passes 2..1000, got {n_rows} and {n_passes}")
-    run = open_run(run_dir, device)
+    predictor = open_predictor(run_dir, device)
+    if predictor.is_ensemble:  # dropout lives inside each member; their average has none of its own
+        raise RunError(f"{run_dir} is an ensemble of {len(predictor.members)} fold models: explain one of them, e.g. "
+                       f"dlrun explain dropout {predictor.members[0].run_dir}")
+    run = predictor.members[0]
     frame = load_dataset(run.cfg.data, run.cfg.seed, tasks=run.prep.tasks).part("val").head(n_rows)
     rows = to_split(run.prep, frame, run.device)
     target = run.prep.targets[0]
