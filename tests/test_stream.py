@@ -104,7 +104,7 @@ def test_streamed_training_matches_in_memory_and_resumes_after_a_kill(tmp_path):
     stream = {"chunk_rows": 1000, "shuffle_buffer": 1500}
     memory = write_config(tmp_path / "memory.yaml", {**data, "in_memory": True}, name="memory", train={"epochs": 4})
     streamed = write_config(tmp_path / "stream.yaml", {**data, "in_memory": False, "stream": stream}, name="stream",
-                            train={"epochs": 4})
+                            train={"epochs": 4}, tracking={"tensorboard": True})
     results = run_cli_many({kind: (["train", config, "--runs-dir", tmp_path / kind], tmp_path)
                             for kind, config in (("memory", memory), ("stream", streamed))})
     killed = run_dlrun(["train", streamed, "--runs-dir", tmp_path / "killed"], tmp_path / "logs" / "killed",
@@ -128,6 +128,12 @@ def test_streamed_training_matches_in_memory_and_resumes_after_a_kill(tmp_path):
     evaluation = evaluate(stream_dir, output=tmp_path / "eval.json")  # the run's test split, streamed again
     for name, value in metrics["stream"]["test"]["wages"].items():
         assert evaluation.metrics["wages"][name] == pytest.approx(value, rel=1e-6)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(stream_dir / "tensorboard"))  # a streamed run is tracked like any run
+    events.Reload()
+    assert [scalar.step for scalar in events.Scalars("train_loss")] == [1, 2, 3, 4]
 
     assert json.loads((killed_dir / "metrics.json").read_text()) == metrics["stream"]
     assert json.loads((killed_dir / "run.json").read_text())["resumed"][0]["after_epoch"] == 2

@@ -38,6 +38,7 @@ from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
 from dlrun.run.record import Resumption, RunRecord, read_record, write_record
 from dlrun.run.stop_on_signal import StopOnSignal
+from dlrun.run.tracked import finish_tracking, start_tracking
 from dlrun.training.callbacks import Checkpoints, MetricsLog
 from dlrun.training.checkpoint import load_weights, resume_point
 from dlrun.training.diagnostics import Diagnostics
@@ -150,12 +151,14 @@ def _execute(ready: StreamReady, run_dir: Path, record: RunRecord, callbacks: Se
     threads = choose_threads(cfg.train.threads, len(prep.feature_names_), cfg.model.hidden, cfg.data.batch_size, device)
     slow_reason = unsupported(ready.model, cfg)
     record = record.updated(threads=threads, train_step={"path": "general" if slow_reason else "fast", "reason": slow_reason})
+    tracking, record = start_tracking(cfg, run_dir, record)  # None unless the config's tracking section asks
     write_record(run_dir, record)
     sample = ready.sample["train"]
     diagnostics = Diagnostics(run_dir / layout.DIAGNOSTICS, sample.X, sample.y, ready.sample["val"].X,
                               Criterion(prep, cfg.train, sample.y), seed=cfg.seed)
     loop_callbacks = [MetricsLog(run_dir / layout.HISTORY), diagnostics,
-                      Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT)]
+                      Checkpoints(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT),
+                      *([tracking] if tracking else [])]  # after Checkpoints: an epoch is tracked once last.pt holds it
     stopper = StopOnSignal(run_dir)
     chunks = lambda name: ready.fit.table.split_tensors(name, prep, device)  # noqa: E731
     try:
@@ -169,11 +172,12 @@ def _execute(ready: StreamReady, run_dir: Path, record: RunRecord, callbacks: Se
             seconds = {**record.seconds, "train": round(trained - started, 3),
                        "evaluate_and_write": round(time.perf_counter() - trained, 3)}
     except BaseException as exc:
+        finish_tracking(tracking, run_dir, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         record_failure(run_dir, record, exc)
         if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, RunInterrupted):
             raise RunInterrupted(run_dir, None, "SIGINT") from None
         raise
-    return complete_run(run_dir, cfg, record, state, metrics, seconds, ready.summary)
+    return complete_run(run_dir, cfg, record, state, metrics, seconds, ready.summary, tracking)
 
 
 def class_counts(summary: dict[str, Any], prep: Preprocessor) -> dict[str, list[int]]:
