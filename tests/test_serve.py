@@ -94,6 +94,7 @@ BAD_REQUESTS = {
                         "row 2 lacks column(s) 'x2', 'colour'"),
     "a row that is not an object": (b'{"rows": ["x"]}', 422, "row 1: must be an object"),
     "no rows": (b'{"rows": []}', 422, "rows is empty"),
+    "true in a number column": (b'{"rows": [{"x1": true, "x2": 2, "colour": "red"}]}', 422, "row 1 holds True ("),
     "10,000 rows": (None, 413, f"the request holds 10000 rows; this server takes at most {MAX_ROWS} per request"),
 }
 

@@ -137,3 +137,8 @@ def spellings_of(counts: dict[str, int]) -> dict[str, str]:
     return {key: spelling for key, (_, spelling) in best.items()}
 
 
+
+
+def shown(value: object) -> str:
+    """A cell as an error message quotes it: the repr of the plain Python value (True, not np.True_)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)

@@ -131,7 +131,7 @@ def _read(values: pd.Series, decision: ColumnDecision, learning: bool) -> tuple[
         allowed = {"numeric": "a number", "boolean": "yes/no, true/false, y/n or 1/0", "date": "a date",
                    "ordinal": f"one of {decision.order}"}[role]
         raise DataError(f"column {decision.name!r} must be {allowed} ({decision.why}), but row {rows[0] + 1} holds "
-                        f"{values.iloc[rows[0]]!r} ({len(rows)} such value(s)); leave a cell empty to have it imputed")
+                        f"{cells.shown(values.iloc[rows[0]])} ({len(rows)} such value(s)); leave a cell empty to have it imputed")
     return _onto_rows(values, distinct, read, float), _token_counts(values, distinct, texts, words)
 
 

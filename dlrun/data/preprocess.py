@@ -14,6 +14,7 @@ import pandas as pd
 from dlrun.config.schema import PreprocessConfig
 from dlrun.core.errors import DataError, RunError
 from dlrun.data.clean import ColumnCounts, read_columns
+from dlrun.data.cells import shown
 from dlrun.data.columns import ColumnDecision
 from dlrun.data.encoding import (MISSING, category_codes, category_counts, category_keys, class_key, finite_or_missing,
                                  is_numeric_dtype, nanmedian_columns, sorted_classes)
@@ -218,7 +219,7 @@ class Preprocessor:
             bad = present[pd.to_numeric(present, errors="coerce").isna()]
             if len(bad):
                 raise DataError(
-                    f"column {column!r} must be numeric, but row {bad.index[0] + 1} holds {bad.iloc[0]!r} "
+                    f"column {column!r} must be numeric, but row {bad.index[0] + 1} holds {shown(bad.iloc[0])} "
                     f"({len(bad)} such value(s)); leave a cell empty to have it imputed"
                 )
 
@@ -246,7 +247,7 @@ class Preprocessor:
                 numeric = finite_or_missing(pd.to_numeric(values, errors="coerce"))
                 if numeric.isna().any():
                     row = int(np.flatnonzero(numeric.isna().to_numpy())[0])
-                    raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {values.iloc[row]!r}")
+                    raise DataError(f"target {column!r} must be a finite number, but row {row + 1} holds {shown(values.iloc[row])}")
                 encoded[column] = self._scale_target(state, numeric.to_numpy(dtype=float)).astype(np.float32)
         return encoded
 
