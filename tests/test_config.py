@@ -133,6 +133,11 @@ def test_every_problem_is_reported_at_once():
     assert "seed" in message and "optimizer.lr" in message and "model.dropout" in message
 
 
+def test_a_value_neither_choice_of_a_union_takes_names_both():
+    message = config_error({"data": {**ANIMALS, "in_memory": "maybe"}})
+    assert "data.in_memory: Input should be 'auto' or a valid boolean (got 'maybe')" in message
+
+
 def test_split_fractions_not_summing_to_one_are_rejected():
     message = config_error({"data": {**ANIMALS, "split": {"train": 0.5, "val": 0.1, "test": 0.1}}})
     assert "data.split" in message and "sum to 1" in message and "0.7" in message

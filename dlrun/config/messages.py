@@ -49,9 +49,16 @@ def _most_specific(branches: list[dict[str, Any]]) -> dict[str, Any]:
     type, one message names what each would have accepted."""
     if len(branches) == 1:
         return branches[0]
-    specific = [err for err in branches if not err["type"].endswith(("_type", "_parsing"))]
+    specific = [err for err in branches if not err["type"].endswith(("_type", "_parsing")) and err["type"] != "literal_error"]
     if specific:
         return max(specific, key=lambda err: len(err["loc"]))  # the first of equally deep ones
+    # Every branch rejected the value's type or choice: the deepest rejection says most (`task: {label: clasification}`
+    # reached the mapping's value); at equal depth each branch's wish is named (`in_memory: maybe` is neither 'auto'
+    # nor a boolean).
+    depth = max(len(err["loc"]) for err in branches)
+    branches = [err for err in branches if len(err["loc"]) == depth]
+    if len(branches) == 1:
+        return branches[0]
     accepted = [err["msg"].removeprefix("Input should be ").split(", ")[0] for err in branches]
     return {**branches[0], "msg": "Input should be " + " or ".join(dict.fromkeys(accepted))}
 
