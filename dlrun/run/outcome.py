@@ -10,12 +10,13 @@ import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
+from torch import nn
 
-from dlrun.config.schema import Config
-from dlrun.core.errors import ConfigError
+from dlrun.config.schema import Config, TrainConfig
+from dlrun.core.errors import ConfigError, RunError
 from dlrun.data.load import Dataset, resolve_units
 from dlrun.metrics.health import overfitting
 from dlrun.metrics.score import epoch_columns
@@ -23,11 +24,13 @@ from dlrun.core.io import write_json
 from dlrun.data.preprocess import Preprocessor
 from dlrun.run import layout
 from dlrun.run.directory import environment, now, write_config
-from dlrun.run.record import RunRecord, write_record, write_status
+from dlrun.run.record import Resumption, RunRecord, write_record, write_status
 from dlrun.run.report import publish
 from dlrun.run.tracked import finish_tracking
+from dlrun.training.checkpoint import load_weights
 from dlrun.training.state import TrainState
 from dlrun.training.tracking import Tracking
+from dlrun.training.transfer import freeze, prepare_for_finetuning
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,33 @@ def complete_run(run_dir: Path, cfg: Config, record: RunRecord, state: TrainStat
     write_record(run_dir, record.updated(warnings=warnings, seconds=seconds))
     return Run(run_dir, cfg, metrics, state.best_epoch, state.epoch, state.monitor, stop_reason, summary, record.notes,
                warnings)
+
+
+def completed_before(run_dir: Path, record: RunRecord, overrides: Sequence[str]) -> bool:
+    """Whether the run to resume had completed; resuming a completed run without more epochs is a RunError."""
+    completed = record.status == "completed"
+    if completed and not overrides:
+        raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N, or "
+                       "train a new run (train.init_from can start from its weights)")
+    return completed
+
+
+def restore_for_resume(model: nn.Module, train: TrainConfig, checkpoint: dict[str, Any] | None, run_dir: Path) -> None:
+    """The weights a resumed run continues from: last.pt's, with its layers frozen as before (best.pt's are loaded
+    only to check they fit before training resumes); with no epoch ended, a start again as `train` made it."""
+    if checkpoint is None:
+        prepare_for_finetuning(model, train, layout.BEST_CHECKPOINT)
+        return
+    freeze(model, train.freeze)
+    load_weights(model, checkpoint["best_model"], run_dir / layout.BEST_CHECKPOINT)
+    load_weights(model, checkpoint["model"], run_dir / layout.LAST_CHECKPOINT)
+
+
+def resumed_record(record: RunRecord, checkpoint: dict[str, Any] | None, seconds_preparing: float) -> RunRecord:
+    """The record of a run resuming: running again, with when and after which epoch it resumed."""
+    resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
+    return record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
+                          seconds={"load_and_preprocess": round(seconds_preparing, 3)})
 
 
 def record_failure(run_dir: Path, record: RunRecord, exc: BaseException) -> None:

@@ -16,14 +16,14 @@ import torch
 from torch import nn
 
 from dlrun.run import layout
-from dlrun.run.directory import create_run_dir, now, open_run_files, read_config, write_config
+from dlrun.run.directory import create_run_dir, open_run_files, read_config, write_config
 from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.lock import hold_run_lock
-from dlrun.run.record import Resumption, RunRecord, read_record, write_record
+from dlrun.run.record import RunRecord, read_record, write_record
 from dlrun.run.tracked import finish_tracking, start_tracking
-from dlrun.training.checkpoint import load_weights, resume_point
+from dlrun.training.checkpoint import resume_point
 from dlrun.training.distributed import SINGLE, AgreeToStop, World, joined, launched_world
 from dlrun.training.augment import onehot_blocks, oversample, smote_target
 from dlrun.training.callbacks import Checkpoints, MetricsLog
@@ -35,7 +35,8 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.core.errors import ConfigError, RunError
 from dlrun.training.fast_step import unsupported
-from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, out_of_memory_explained,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, completed_before, restore_for_resume,
+                               resumed_record, out_of_memory_explained,
                                record_failure as _record_failure, resolve)
 from dlrun.run.results import write_results
 from dlrun.run.streamed import resume_streamed, train_streamed
@@ -48,7 +49,7 @@ from dlrun.data.finite import require_finite_scaling
 from dlrun.data.preprocess import Preprocessor
 from dlrun.data.tensors import Split
 from dlrun.training.loop import fit
-from dlrun.training.transfer import freeze, prepare_for_finetuning
+from dlrun.training.transfer import prepare_for_finetuning
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,7 @@ def resume(run_dir: Path | str, callbacks: Sequence[Callback] = (), overrides: S
 def _resume(run_dir: Path, callbacks: Sequence[Callback], overrides: Sequence[str], world: World) -> Run:
     with hold_run_lock(run_dir) if world.is_main else nullcontext():  # torchrun's other processes only read
         record = read_record(run_dir)
-        completed = record.status == "completed"
-        if completed and not overrides:
-            raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N, or "
-                           "train a new run (train.init_from can start from its weights)")
+        completed = completed_before(run_dir, record, overrides)
         started = time.perf_counter()
         if world.share(not (run_dir / layout.PREPROCESS).is_file()):  # stopped before its data was prepared: restart in place
             if overrides and world.is_main:
@@ -174,26 +172,18 @@ def _resume(run_dir: Path, callbacks: Sequence[Callback], overrides: Sequence[st
             return _start(ready, run_dir, callbacks, record.score_test is not False, notes, started, world)
         saved = open_run_files(run_dir)
         ready = prepare(saved.cfg, saved.prep, world)
-        last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
         # Rank 0 reads (and repairs) the checkpoints; under torchrun every process continues from what it read.
-        checkpoint = resume_point(last, best, ready.device if world.size == 1 else "cpu") if world.is_main else None
+        checkpoint = resume_point(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT, ready.device if world.size == 1 else "cpu") if world.is_main else None
         if overrides and world.is_main:  # checked against the checkpoint before config.yaml changes: a refusal changes nothing
             extended = extended_config(run_dir, overrides, checkpoint, completed)
             write_config(run_dir, extended)
             ready = replace(ready, cfg=extended)
         checkpoint, cfg = world.share((checkpoint, ready.cfg))
         ready = replace(ready, cfg=cfg)
-        if checkpoint is None:  # no epoch had ended: start again as `train` did
-            prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
-        else:
-            freeze(ready.model, ready.cfg.train.freeze)
-            load_weights(ready.model, checkpoint["best_model"], best)  # only to check it fits before training resumes
-            load_weights(ready.model, checkpoint["model"], last)
+        restore_for_resume(ready.model, ready.cfg.train, checkpoint, run_dir)
         if not world.is_main:
             return _follow(ready, run_dir, callbacks, [], checkpoint, world)
-        resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
-        record = record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
-                                seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
+        record = resumed_record(record, checkpoint, time.perf_counter() - started)
         # A run started without scoring the test split (a sweep's trial) resumes without it too.
         return _execute(ready, run_dir, record, callbacks, resume=checkpoint, world=world)
 

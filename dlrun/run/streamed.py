@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from dlrun.config.schema import Config
-from dlrun.core.errors import RunError
 from dlrun.core.heap import keep_large_blocks_off_the_heap
 from dlrun.core.io import write_atomic, write_csv, write_json
 from dlrun.data.splits import SPLITS
@@ -29,24 +28,25 @@ from dlrun.model.device import choose_threads, resolve_device, seeded_threads
 from dlrun.model.forward import forward_split
 from dlrun.model.mlp import build_model
 from dlrun.run import layout
-from dlrun.run.directory import create_run_dir, now, open_run_files, read_config, write_config
+from dlrun.run.directory import create_run_dir, open_run_files, read_config, write_config
 from dlrun.run.extend import extended_config
 from dlrun.run.interrupts import RunInterrupted
 from dlrun.run.lock import hold_run_lock
-from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, out_of_memory_explained, record_failure,
+from dlrun.run.outcome import (Run, begin_run, check_against_tasks, complete_run, completed_before, restore_for_resume,
+                               resumed_record, out_of_memory_explained, record_failure,
                                resolve)
 from dlrun.run.outputs import confusion_frame, prediction_frame, with_predictions
-from dlrun.run.record import Resumption, RunRecord, read_record, write_record
+from dlrun.run.record import RunRecord, read_record, write_record
 from dlrun.run.stop_on_signal import StopOnSignal
 from dlrun.run.tracked import finish_tracking, start_tracking
 from dlrun.training.callbacks import Checkpoints, MetricsLog
-from dlrun.training.checkpoint import load_weights, resume_point
+from dlrun.training.checkpoint import resume_point
 from dlrun.training.diagnostics import Diagnostics
 from dlrun.training.fast_step import unsupported
 from dlrun.training.losses import Criterion
 from dlrun.training.state import Callback
 from dlrun.training.stream_loop import fit_stream
-from dlrun.training.transfer import freeze, prepare_for_finetuning
+from dlrun.training.transfer import prepare_for_finetuning
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,7 @@ def resume_streamed(run_dir: Path, callbacks: Sequence[Callback] = (), overrides
     shuffle buffer's generator and the stream position restored from last.pt."""
     with hold_run_lock(run_dir):
         record = read_record(run_dir)
-        completed = record.status == "completed"
-        if completed and not overrides:
-            raise RunError(f"{run_dir} has already completed; train it for more epochs with --set train.epochs=N")
+        completed = completed_before(run_dir, record, overrides)
         started = time.perf_counter()
         if not (run_dir / layout.PREPROCESS).is_file():  # stopped before its data was prepared: start again in place
             if overrides:
@@ -126,21 +124,13 @@ def resume_streamed(run_dir: Path, callbacks: Sequence[Callback] = (), overrides
             return _execute(ready, run_dir, record, callbacks, resume=None)
         saved = open_run_files(run_dir)
         ready = prepare_streamed(saved.cfg, saved.prep, record.data or {})
-        last, best = run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT
-        checkpoint = resume_point(last, best, ready.device)
+        checkpoint = resume_point(run_dir / layout.LAST_CHECKPOINT, run_dir / layout.BEST_CHECKPOINT, ready.device)
         if overrides:
             extended = extended_config(run_dir, overrides, checkpoint, completed)
             write_config(run_dir, extended)
             ready = replace(ready, cfg=extended)
-        if checkpoint is None:
-            prepare_for_finetuning(ready.model, ready.cfg.train, layout.BEST_CHECKPOINT)
-        else:
-            freeze(ready.model, ready.cfg.train.freeze)
-            load_weights(ready.model, checkpoint["best_model"], best)
-            load_weights(ready.model, checkpoint["model"], last)
-        resumed = Resumption(at=now(), after_epoch=checkpoint["epoch"] if checkpoint is not None else 0)
-        record = record.updated(status="running", ended=None, error=None, resumed=[*record.resumed, resumed],
-                                seconds={"load_and_preprocess": round(time.perf_counter() - started, 3)})
+        restore_for_resume(ready.model, ready.cfg.train, checkpoint, run_dir)
+        record = resumed_record(record, checkpoint, time.perf_counter() - started)
         return _execute(ready, run_dir, record, callbacks, resume=checkpoint)
 
 
